@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv and install
+# requirements.txt on first use (and again whenever requirements.txt changes).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+HOST ?= 127.0.0.1
+PORT ?= 8501
+WORKSPACE ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup run test bench demo-assets
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m workspace info --workspace $(WORKSPACE)
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) -- --workspace $(WORKSPACE)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m tests.benchmarks
+
+# Regenerate the shipped demo weights (assets/demo_shapes.pt) from scratch.
+demo-assets: setup
+	$(PY) -m workspace.demo build

@@ -1,0 +1,61 @@
+"""Streamlit entry point: ``streamlit run app.py [-- --workspace W]``.
+
+Owns the sidebar (workspace picker, model version) and routes to the pages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages import ui
+from workspace.core import recent_workspaces
+
+st.set_page_config(page_title="Groupfix: group-level errors of image classifiers", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
+    st.Page("pages/triplets.py", title="Bias triplets", icon=":material/balance:"),
+    st.Page("pages/gradcam.py", title="Grad-CAM associations", icon=":material/visibility:"),
+    st.Page("pages/gradients.py", title="Gradient scores", icon=":material/insights:"),
+    st.Page("pages/weakspots.py", title="Weakspots", icon=":material/scatter_plot:"),
+    st.Page("pages/repair.py", title="Repair", icon=":material/build:"),
+]
+BUILTIN = ["demo", "demo-digits"]
+OTHER = "Open a workspace file…"
+
+
+def sidebar() -> None:
+    spec = ui.current_spec()
+    with st.sidebar:
+        st.subheader("Workspace")
+        choices = list(dict.fromkeys([spec, *BUILTIN, *recent_workspaces()])) + [OTHER]
+        picked = st.selectbox("Open", choices, index=0, key="ws_picker",
+                              help="The built-in demos, recent workspaces, or a workspace.toml path")
+        if picked == OTHER:
+            path = st.text_input("Path to workspace.toml (or its folder)", key="ws_path")
+            if st.button("Open", key="ws_open", disabled=not path):
+                if Path(path).expanduser().exists():
+                    st.session_state[ui.WORKSPACE] = path
+                    st.rerun()
+                else:
+                    st.error(f"Not found: {path}")
+        elif picked != spec:
+            st.session_state[ui.WORKSPACE] = picked
+            st.session_state.pop(ui.VERSION, None)
+            st.rerun()
+        ws = ui.workspace()
+        versions = [v["id"] for v in ws.versions()]
+        if st.session_state.get(ui.VERSION) not in versions:
+            st.session_state[ui.VERSION] = "orig"
+        st.selectbox("Model version", versions, key=ui.VERSION,
+                     help="Every repaired model is a new version; the loaded file is never modified")
+        if st.button("Reload workspace", key="ws_reload", help="Read the workspace file and data again"):
+            ui.reload_workspace()
+            st.rerun()
+
+
+sidebar()
+st.navigation(PAGES).run()

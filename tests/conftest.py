@@ -1,0 +1,114 @@
+"""Shared fixtures: seeded RNGs, an isolated GROUPFIX_HOME, a tiny user workspace on disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def groupfix_home(tmp_path_factory) -> Path:
+    """Every test session gets its own state home (demos are generated there once)."""
+    home = tmp_path_factory.mktemp("groupfix_home")
+    os.environ["GROUPFIX_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_ws(groupfix_home):
+    """The shapes demo workspace (data generated once per session, weights from assets/)."""
+    from workspace.core import open_workspace
+
+    return open_workspace("demo")
+
+
+@pytest.fixture(scope="session")
+def demo_eval(demo_ws):
+    return demo_ws.outputs("eval")
+
+
+@pytest.fixture(scope="session")
+def demo_train(demo_ws):
+    return demo_ws.outputs("train")
+
+
+TINY_FACTORY = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        def __init__(self, num_classes=3):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.head = nn.Linear(4, num_classes)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
+
+    def build(num_classes=3):
+        return TinyNet(num_classes)
+''')
+
+
+def write_imagefolder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 4, size: int = 12,
+                      seed: int = 0) -> None:
+    """Small PNGs whose mean colour depends on the class (so a model can learn them)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = np.zeros((size, size, 3))
+            base[..., k % 3] = 200
+            img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"{i:03d}.png")
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path) -> Path:
+    """A user workspace: ImageFolder PNGs, a factory model file and its weights."""
+    write_imagefolder(tmp_path / "data" / "train")
+    write_imagefolder(tmp_path / "data" / "test", per_class=3, seed=1)
+    (tmp_path / "tinynet.py").write_text(TINY_FACTORY)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tinynet_fixture", tmp_path / "tinynet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    torch.save(module.build(3).state_dict(), tmp_path / "weights.pth")
+    (tmp_path / "workspace.toml").write_text(textwrap.dedent('''
+        name = "tiny"
+        task = "single_label"
+        [model]
+        factory = "tinynet:build"
+        weights = "weights.pth"
+        [data]
+        format = "imagefolder"
+        train = "data/train"
+        eval = "data/test"
+        [transform]
+        resize = 12
+        mean = [0.5, 0.5, 0.5]
+        std = [0.25, 0.25, 0.25]
+    '''))
+    return tmp_path / "workspace.toml"

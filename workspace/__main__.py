@@ -1,0 +1,85 @@
+"""``python -m workspace info|cache --workspace W [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from workspace.cli import add_workspace_argument, print_json, run_cli, tqdm_progress
+from workspace.core import ORIG, SPLITS, open_workspace
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workspace", description="Workspace information and cache.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="classes, split sizes, model version, accuracy, planted ground truth")
+    add_workspace_argument(info)
+    info.add_argument("--version", default=ORIG, help="model version (default: orig)")
+    info.add_argument("--json", action="store_true")
+    cache = sub.add_parser("cache", help="build (or reuse) the inference cache")
+    add_workspace_argument(cache)
+    cache.add_argument("--version", default=ORIG)
+    cache.add_argument("--split", choices=[*SPLITS, "all"], default="all")
+    cache.add_argument("--rebuild", action="store_true", help="ignore the existing cache")
+    cache.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    cache.add_argument("--json", action="store_true")
+    return parser
+
+
+def info(args) -> dict:
+    with tqdm_progress("preparing workspace") as progress:
+        ws = open_workspace(args.workspace, progress=progress)
+    with tqdm_progress("eval inference") as progress:
+        outputs = ws.outputs("eval", args.version, progress=progress)
+    row = ws.version(args.version)
+    return {
+        "name": ws.name,
+        "task": ws.task,
+        "classes": list(ws.class_names),
+        "splits": {s: len(ws.split(s)) for s in SPLITS},
+        "model": {"version": row["id"], "path": row["path"]},
+        "accuracy": outputs.accuracy,
+        "skipped": outputs.skipped,
+        "planted": ws.planted,
+    }
+
+
+def cache(args) -> dict:
+    with tqdm_progress("preparing workspace") as progress:
+        ws = open_workspace(args.workspace, progress=progress)
+    report = {"name": ws.name, "version": args.version, "splits": {}}
+    for split in SPLITS if args.split == "all" else (args.split,):
+        start = time.perf_counter()
+        reused = not args.rebuild and ws.cached_outputs(split, args.version) is not None
+        with tqdm_progress(f"{split} inference") as progress:
+            outputs = ws.outputs(split, args.version, progress=progress, rebuild=args.rebuild, device=args.device)
+        report["splits"][split] = {
+            "n": outputs.n, "reused": reused, "seconds": round(time.perf_counter() - start, 3),
+            "accuracy": outputs.accuracy, "skipped": outputs.skipped,
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    result = info(args) if args.command == "info" else cache(args)
+    if args.json:
+        print_json(result)
+    elif args.command == "info":
+        print(f"{result['name']} ({result['task']}): {len(result['classes'])} classes, "
+              f"train {result['splits']['train']}, eval {result['splits']['eval']}, "
+              f"model {result['model']['version']}, eval accuracy {result['accuracy']:.4f}")
+        for problem in result["skipped"]:
+            print(f"skipped {problem['id']}: {problem['error']}")
+    else:
+        for split, r in result["splits"].items():
+            how = "reused" if r["reused"] else "built"
+            print(f"{split}: {r['n']} images, {how} in {r['seconds']:.2f}s, accuracy {r['accuracy']:.4f}")
+            for problem in r["skipped"]:
+                print(f"  skipped {problem['id']}: {problem['error']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

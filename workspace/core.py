@@ -1,0 +1,291 @@
+"""The :class:`Workspace`: one model, its data, its state folder and its model versions.
+
+``open_workspace("demo")`` opens the built-in shapes demo, ``"demo-digits"`` (or
+``"demo-digits:0.99"``) the colored-digits demo, and any other string is a path to a
+``workspace.toml`` (or the folder holding one).
+
+State lives in the workspace's state folder (``state_dir`` in the file, else
+``.groupfix/`` next to it; demos under ``$GROUPFIX_HOME``, default ``~/.groupfix``):
+``store.sqlite`` (see :mod:`workspace.store`), ``cache/`` (inference outputs) and
+``models/`` (weights of repaired model versions). The user's own files are only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from workspace.cache import InferenceOutputs, OutputCache, Progress, cache_key, make_loader, run_inference
+from workspace.config import ModelSpec, WorkspaceConfig, load_config
+from workspace.data import ImageDataset, ImageSplit, build_transform, load_splits
+from workspace.errors import WorkspaceError
+from workspace.models import (
+    EmbeddingTap, apply_state_dict, build_model, check_output_size, is_scripted, load_checkpoint,
+    model_capabilities, select_device,
+)
+from workspace.store import Store
+
+SPLITS = ("train", "eval")
+ORIG = "orig"
+
+
+def groupfix_home() -> Path:
+    """Where demos and the recent-workspaces list live (``$GROUPFIX_HOME`` or ~/.groupfix)."""
+    return Path(os.environ.get("GROUPFIX_HOME", Path.home() / ".groupfix")).expanduser()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Workspace:
+    """A loaded workspace. Cheap to create; models and splits load on first use."""
+
+    def __init__(self, config: WorkspaceConfig, *, state_dir: Path | None = None,
+                 splits: dict[str, ImageSplit] | None = None, planted: dict | None = None,
+                 masks: dict | None = None, spec: str | None = None):
+        self.config = config
+        self.spec = spec or str(config.source or config.root)
+        self.state_dir = Path(state_dir or config.state_dir or config.root / ".groupfix")
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create the state folder {self.state_dir}: {exc}") from None
+        self.store = Store(self.state_dir / "store.sqlite")
+        self.cache = OutputCache(self.state_dir / "cache")
+        self._splits = splits
+        self.planted = planted
+        self._masks = masks
+        self._models: dict[str, nn.Module] = {}
+        self._lock = threading.Lock()
+        self._register_orig()
+
+    # ---- basics ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+    @property
+    def splits(self) -> dict[str, ImageSplit]:
+        if self._splits is None:
+            self._splits = load_splits(self.config.data, multi_label=self.multi_label)
+        return self._splits
+
+    def split(self, name: str) -> ImageSplit:
+        if name not in SPLITS:
+            raise WorkspaceError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        return self.splits[name]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.splits["train"].class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def masks(self, split: str):
+        """Ground-truth object masks of a split, or None (see :mod:`diagnostics` Grad-CAM)."""
+        return None if self._masks is None else self._masks.get(split)
+
+    # ---- model versions --------------------------------------------------------------
+    def _register_orig(self) -> None:
+        file = self.config.model.file
+        sha = file_sha256(file) if file is not None else None
+        row = self.store.get_model_version(ORIG)
+        if row is None:
+            self.store.add_model_version(ORIG, path=str(file or ""), sha256=sha,
+                                         note=f"loaded model ({self.config.model.kind})")
+        elif row["sha256"] != sha or row["path"] != str(file or ""):
+            # the user replaced the model file: "orig" now means the new file
+            self.store.update_model_version(ORIG, sha256=sha, path=str(file or ""))
+
+    def versions(self) -> list[dict]:
+        return self.store.list_model_versions()
+
+    def version(self, version: str) -> dict:
+        row = self.store.get_model_version(version)
+        if row is None:
+            valid = ", ".join(v["id"] for v in self.versions())
+            raise WorkspaceError(f"unknown model version {version!r}; valid: {valid}")
+        return row
+
+    def models_dir(self) -> Path:
+        path = self.state_dir / "models"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def new_version_id(self, method: str) -> str:
+        taken = {v["id"] for v in self.versions()}
+        n = len(taken)
+        while f"v{n}-{method}" in taken:
+            n += 1
+        return f"v{n}-{method}"
+
+    def save_version(self, model: nn.Module, *, method: str, parent: str = ORIG, **provenance) -> dict:
+        """Save a repaired model as a new version (never overwriting any file).
+
+        Returns:
+            The stored version row (``id``, ``path``, ``sha256`` and the provenance).
+        """
+        vid = self.new_version_id(method)
+        path = self.models_dir() / f"{vid}.pt"
+        if path.exists():
+            raise WorkspaceError(f"refusing to overwrite {path}")
+        if is_scripted(model):
+            model.save(str(path))
+        else:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        return self.store.add_model_version(vid, path=str(path), sha256=file_sha256(path), parent=parent,
+                                            method=method, **provenance)
+
+    def build_architecture(self) -> nn.Module:
+        """The model as the workspace file builds it (with the workspace's weights)."""
+        return build_model(self.config.model, self.config.root, self.num_classes)
+
+    def load_model(self, version: str = ORIG) -> nn.Module:
+        """A fresh copy of a model version in eval mode on CPU (safe to train or modify)."""
+        row = self.version(version)
+        model = self.build_architecture()
+        if version != ORIG:
+            if is_scripted(model):
+                model = torch.jit.load(row["path"], map_location="cpu")
+            else:
+                apply_state_dict(model, load_checkpoint(Path(row["path"])), source=row["id"])
+        check_output_size(model, self.example_input(), self.num_classes)
+        return model.eval()
+
+    def model(self, version: str = ORIG) -> nn.Module:
+        """A shared, cached copy of a model version. Do not modify it; use :meth:`load_model`."""
+        with self._lock:
+            if version not in self._models:
+                self._models[version] = self.load_model(version)
+            return self._models[version]
+
+    def capabilities(self, version: str = ORIG) -> dict[str, str | None]:
+        return model_capabilities(self.model(version))
+
+    # ---- data and inference ----------------------------------------------------------
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        t = self.config.transform
+        size = t.crop or t.resize
+        return torch.zeros(batch, 3, size, size)
+
+    def transform(self, *, train: bool = False):
+        return build_transform(self.config.transform, train=train, augment=self.config.train.augment)
+
+    def dataset(self, split: str, *, train: bool = False, indices=None) -> ImageDataset:
+        return ImageDataset(self.split(split), self.transform(train=train), indices)
+
+    def embedding_tap(self, model: nn.Module) -> EmbeddingTap:
+        """The embedding hook for ``model`` (the "auto" layer is found once per workspace)."""
+        layer = getattr(self, "_embedding_layer", None) or self.config.model.embedding_layer
+        tap = EmbeddingTap(model, layer, self.example_input(), self.num_classes,
+                           use_input=getattr(self, "_embedding_use_input", None))
+        if not tap.scripted:
+            self._embedding_layer, self._embedding_use_input = tap.layer, tap.use_input
+        return tap
+
+    def outputs_key(self, split: str, version: str = ORIG) -> str:
+        row = self.version(version)
+        t = self.config.transform
+        return cache_key(version, str(row["sha256"]), self.split(split).fingerprint(), self.task,
+                         json.dumps([t.resize, t.crop, list(t.mean), list(t.std)]),
+                         self.config.model.embedding_layer, str(self.config.threshold))
+
+    def cached_outputs(self, split: str = "eval", version: str = ORIG) -> InferenceOutputs | None:
+        """The cached outputs if they exist and are current, else None (never runs the model)."""
+        return self.cache.load(version, split, self.outputs_key(split, version))
+
+    def outputs(self, split: str = "eval", version: str = ORIG, *, progress: Progress | None = None,
+                rebuild: bool = False, device: str = "auto", batch_size: int = 256) -> InferenceOutputs:
+        """Inference outputs of a model version on a split, from the cache or one model pass.
+
+        Args:
+            progress: ``progress(done, total)`` during a model pass; raise from it to cancel.
+            rebuild: ignore an existing cache entry.
+        """
+        key = self.outputs_key(split, version)
+        if not rebuild:
+            cached = self.cache.load(version, split, key)
+            if cached is not None:
+                return cached
+        model = self.model(version)
+        data = self.split(split)
+        dev = select_device(device)
+        outputs = run_inference(
+            model, make_loader(self.dataset(split), batch_size=batch_size),
+            tap=self.embedding_tap(model), labels=data.labels, class_names=data.class_names,
+            task=self.task, threshold=self.config.threshold, device=dev, progress=progress,
+        )
+        if dev.type != "cpu":
+            model.to("cpu")
+        outputs.split, outputs.model_version = split, version
+        self.cache.save(outputs, version, split, key)
+        return outputs
+
+
+def _recent_file() -> Path:
+    return groupfix_home() / "recent.json"
+
+
+def recent_workspaces() -> list[str]:
+    try:
+        return [s for s in json.loads(_recent_file().read_text()) if isinstance(s, str)]
+    except (OSError, ValueError):
+        return []
+
+
+def remember_workspace(spec: str) -> None:
+    items = [spec] + [s for s in recent_workspaces() if s != spec]
+    try:
+        _recent_file().parent.mkdir(parents=True, exist_ok=True)
+        _recent_file().write_text(json.dumps(items[:10]))
+    except OSError:
+        pass  # the recent list is a convenience; never fail a load over it
+
+
+def open_workspace(spec: str | Path, *, progress: Progress | None = None) -> Workspace:
+    """Open a workspace by name (``demo``, ``demo-digits[:bias]``) or workspace-file path.
+
+    Raises:
+        WorkspaceError: anything wrong with the file, the model or the data, in one line.
+    """
+    spec = str(spec).strip()
+    if spec == "demo" or spec.startswith("demo-digits"):
+        from workspace.demo_workspace import open_demo
+
+        return open_demo(spec, progress=progress)
+    ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()))
+    ws.load_model(ORIG)  # fail now, with the reason, rather than on the first page
+    return ws
+
+
+def split_labels_matrix(outputs: InferenceOutputs) -> np.ndarray:
+    """(N, K) multi-hot labels for either task (single-label becomes one-hot)."""
+    if outputs.multi_label:
+        return outputs.labels > 0.5
+    return np.eye(outputs.num_classes, dtype=bool)[outputs.labels]
+
+
+__all__ = ["Workspace", "open_workspace", "recent_workspaces", "remember_workspace", "ORIG",
+           "SPLITS", "groupfix_home", "file_sha256", "ModelSpec", "select_device"]

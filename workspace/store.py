@@ -1,0 +1,261 @@
+"""The workspace store: SQLite (WAL) for model versions, runs, metrics and reviews.
+
+This is the only module that talks to SQLite. Every call opens its own short-lived
+connection, so the Streamlit server, CLI processes and background training jobs can all
+use the same file at once; WAL mode lets readers proceed while a job writes. Large arrays
+never go in here: they live in files next to the database.
+
+Tables (schema version :data:`SCHEMA_VERSION`):
+
+* ``model_versions``: one row per model version ("orig" is the loaded model), with its
+  file, checksum and provenance (parent, method, rho, targets, seed, epochs, metrics).
+* ``runs``: fine-tuning jobs with status queued/running/done/failed/cancelled, progress,
+  log tail and error text; ``run_metrics``: their per-evaluation metrics.
+* ``reviews``: human verdicts (spurious associations, mislabelled samples, notes on pivotal
+  images), unique per (kind, key, model_version) so a second review updates the first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS model_versions (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    parent TEXT,
+    method TEXT,
+    rho REAL,
+    targets TEXT,
+    seed INTEGER,
+    epochs INTEGER,
+    run_id INTEGER,
+    metrics TEXT,
+    note TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    method TEXT NOT NULL,
+    targets TEXT,
+    rho REAL,
+    seed INTEGER,
+    config TEXT,
+    parent_version TEXT,
+    status TEXT NOT NULL,
+    progress REAL DEFAULT 0,
+    message TEXT DEFAULT '',
+    log_tail TEXT DEFAULT '',
+    error TEXT,
+    pid INTEGER,
+    device TEXT,
+    model_version TEXT,
+    baseline TEXT,
+    final TEXT,
+    cancel_requested INTEGER DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id INTEGER NOT NULL,
+    epoch REAL NOT NULL,
+    step INTEGER NOT NULL,
+    accuracy REAL,
+    target_error REAL,
+    loss REAL,
+    extra TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_metrics_run ON run_metrics(run_id);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    note TEXT DEFAULT '',
+    payload TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE(kind, key, model_version)
+);
+"""
+
+_JSON_COLUMNS = {"targets", "metrics", "config", "baseline", "final", "extra", "payload"}
+
+
+def _decode(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in _JSON_COLUMNS & out.keys():
+        if out[key] is not None:
+            out[key] = json.loads(out[key])
+    return out
+
+
+def _encode(value):
+    return None if value is None else json.dumps(value)
+
+
+class Store:
+    """The workspace's SQLite database at ``path`` (created with its schema on first use)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer version (schema {row[0]} > {SCHEMA_VERSION})"
+                )
+
+    @contextmanager
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # ---- model versions -------------------------------------------------------------
+    def add_model_version(self, id: str, *, path: str, sha256: str | None = None, parent=None,
+                          method=None, rho=None, targets=None, seed=None, epochs=None,
+                          run_id=None, metrics=None, note=None) -> dict:
+        """Register a model version. Ids are never reused: an existing id raises ValueError."""
+        with self._connect() as db:
+            try:
+                db.execute(
+                    "INSERT INTO model_versions (id, path, sha256, parent, method, rho, targets, seed,"
+                    " epochs, run_id, metrics, note, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (id, str(path), sha256, parent, method, rho, _encode(targets), seed, epochs,
+                     run_id, _encode(metrics), note, time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"model version {id!r} already exists") from None
+        return self.get_model_version(id)
+
+    def get_model_version(self, id: str) -> dict | None:
+        with self._connect() as db:
+            return _decode(db.execute("SELECT * FROM model_versions WHERE id=?", (id,)).fetchone())
+
+    def list_model_versions(self) -> list[dict]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM model_versions ORDER BY created_at, id").fetchall()
+        return [_decode(r) for r in rows]
+
+    def update_model_version(self, id: str, **fields) -> None:
+        self._update("model_versions", "id", id, fields)
+
+    # ---- runs ------------------------------------------------------------------------
+    def create_run(self, *, method: str, targets=None, rho=None, seed=None, config=None,
+                   parent_version: str = "orig", status: str = "queued") -> int:
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO runs (method, targets, rho, seed, config, parent_version, status,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (method, _encode(targets), rho, seed, _encode(config), parent_version, status, time.time()),
+            )
+            return int(cur.lastrowid)
+
+    def update_run(self, run_id: int, **fields) -> None:
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}")
+        self._update("runs", "id", run_id, fields)
+
+    def get_run(self, run_id: int) -> dict | None:
+        with self._connect() as db:
+            return _decode(db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone())
+
+    def list_runs(self, *, status: str | None = None) -> list[dict]:
+        query, args = "SELECT * FROM runs", ()
+        if status is not None:
+            query, args = query + " WHERE status=?", (status,)
+        with self._connect() as db:
+            return [_decode(r) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+
+    def add_metric(self, run_id: int, *, epoch: float, step: int, accuracy=None,
+                   target_error=None, loss=None, extra=None) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO run_metrics VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, epoch, step, accuracy, target_error, loss, _encode(extra), time.time()),
+            )
+
+    def run_metrics(self, run_id: int) -> list[dict]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM run_metrics WHERE run_id=? ORDER BY step, epoch", (run_id,)
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    # ---- reviews ---------------------------------------------------------------------
+    def upsert_review(self, kind: str, key: str, *, model_version: str, verdict: str,
+                      note: str = "", payload=None) -> dict:
+        """Store a review; reviewing the same (kind, key, model_version) again updates it."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO reviews (kind, key, model_version, verdict, note, payload, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(kind, key, model_version) DO"
+                " UPDATE SET verdict=excluded.verdict, note=excluded.note,"
+                " payload=COALESCE(excluded.payload, payload), updated_at=excluded.updated_at",
+                (kind, key, model_version, verdict, note, _encode(payload), now, now),
+            )
+        return self.get_review(kind, key, model_version=model_version)
+
+    def get_review(self, kind: str, key: str, *, model_version: str) -> dict | None:
+        with self._connect() as db:
+            return _decode(db.execute(
+                "SELECT * FROM reviews WHERE kind=? AND key=? AND model_version=?",
+                (kind, key, model_version),
+            ).fetchone())
+
+    def list_reviews(self, kind: str | None = None, *, model_version: str | None = None) -> list[dict]:
+        clauses, args = [], []
+        if kind is not None:
+            clauses.append("kind=?")
+            args.append(kind)
+        if model_version is not None:
+            clauses.append("model_version=?")
+            args.append(model_version)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM reviews{where} ORDER BY updated_at", args).fetchall()
+        return [_decode(r) for r in rows]
+
+    def delete_review(self, kind: str, key: str, *, model_version: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM reviews WHERE kind=? AND key=? AND model_version=?",
+                       (kind, key, model_version))
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _update(self, table: str, key_column: str, key, fields: dict) -> None:
+        if not fields:
+            return
+        columns = ", ".join(f"{name}=?" for name in fields)
+        values = [_encode(v) if name in _JSON_COLUMNS else v for name, v in fields.items()]
+        with self._connect() as db:
+            db.execute(f"UPDATE {table} SET {columns} WHERE {key_column}=?", (*values, key))
