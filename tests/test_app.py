@@ -39,7 +39,7 @@ def test_user_workspace_opens(tiny_workspace):
     assert at.title[0].value == "tiny"
 
 
-@pytest.mark.parametrize("page", ["confusion", "triplets", "gradcam", "gradients", "weakspots", "repair"])
+@pytest.mark.parametrize("page", ["confusion", "triplets", "wos", "gradcam", "gradients", "weakspots", "repair"])
 def test_every_page_renders(page, demo_eval):
     at = app().run()
     at.switch_page(f"pages/{page}.py").run()
