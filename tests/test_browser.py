@@ -1,0 +1,87 @@
+"""Real-browser smoke test: Debian's chromium, driven by Playwright, against `streamlit run`.
+
+Loads the demo, checks the overview, then clicks through every page in the sidebar and
+checks none shows an exception. Skips when chromium is missing, unless
+``GROUPFIX_REQUIRE_BROWSER=1`` (set by ``.ci/run`` when it could install chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+PAGES = ["Confusion", "Bias triplets", "What-if (w-os)", "Grad-CAM associations", "Gradient scores",
+         "Weakspots", "Repair", "Overview"]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_eval):
+    """`streamlit run app.py` on a free port (the demo and its eval cache already built)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--", "--workspace", "demo"],
+        cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {proc.stderr.read()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_demo_click_through_in_chromium(server):
+    if CHROMIUM is None:
+        if os.environ.get("GROUPFIX_REQUIRE_BROWSER") == "1":
+            pytest.fail("GROUPFIX_REQUIRE_BROWSER=1 but chromium is not installed")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # the first run opens the workspace on a busy CI machine
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(server)
+        expect(page.get_by_role("heading", name="demo (shapes)")).to_be_visible()
+        expect(page.get_by_text("Eval accuracy")).to_be_visible()
+        nav = page.get_by_test_id("stSidebarNav")
+        for name in PAGES:
+            nav.get_by_role("link", name=name, exact=True).click()
+            page.wait_for_load_state("networkidle")
+            # wait for the script run to finish before looking for errors
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            assert page.get_by_test_id("stException").count() == 0, f"exception on page {name}"
+            expect(page.locator("h1").first).to_be_visible()
+        browser.close()
