@@ -69,3 +69,24 @@ def test_planted_pair_is_learned_as_most_confused(demo_ws, demo_eval):
     assert conf[a, b] == pairs.max()
     assert conf[a, b] >= 3 * np.median(pairs)
     assert conf[a, b] >= 3 * np.sort(pairs)[-2], "the planted pair should stand out clearly"
+
+
+def test_digits_demo_colour_bias_and_learned_shortcut():
+    """demo-digits: train colours follow the class at the bias ratio; eval colours are random."""
+    from workspace import demo
+    from workspace.core import open_workspace
+
+    data = demo.generate_digits(0.9)
+    train_aligned = (data["train_colour"] == data["train_labels"]).mean()
+    eval_aligned = (data["eval_colour"] == data["eval_labels"]).mean()
+    assert 0.86 <= train_aligned <= 0.94 and eval_aligned < 0.2
+    assert sorted(data["minority"]) == np.flatnonzero(data["train_colour"] != data["train_labels"]).tolist()
+
+    ws = open_workspace("demo-digits:0.9")   # trains its small model on first use
+    assert ws.class_names == tuple(str(d) for d in range(10)) and ws.planted["bias_ratio"] == 0.9
+    train, evaluation = ws.outputs("train"), ws.outputs("eval")
+    minority = np.zeros(train.n, dtype=bool)
+    minority[ws.planted["minority"]] = True
+    # the colour shortcut is learned: the majority is fit better than the colour-conflicting minority
+    assert train.correct[~minority].mean() > train.correct[minority].mean() + 0.05
+    assert evaluation.accuracy < train.correct[~minority].mean()
