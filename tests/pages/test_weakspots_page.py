@@ -88,3 +88,33 @@ def test_radius_reset_and_map(demo_rep):
 def test_user_workspace(tiny_workspace):
     at = _page(str(tiny_workspace))
     assert at.slider(key="ws_k").max <= 20  # 21 samples: at most 20 other neighbours
+
+
+@pytest.fixture
+def scripted_workspace(tiny_workspace):
+    """The tiny workspace with its model saved as TorchScript (no embed(): no embeddings)."""
+    import importlib.util
+
+    import torch
+
+    root = tiny_workspace.parent
+    spec = importlib.util.spec_from_file_location("tinynet_scripted", root / "tinynet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build(3)
+    model.load_state_dict(torch.load(root / "weights.pth"))
+    torch.jit.script(model.eval()).save(str(root / "m.pt"))
+    text = tiny_workspace.read_text().replace('factory = "tinynet:build"\nweights = "weights.pth"', 'torchscript = "m.pt"')
+    assert 'torchscript = "m.pt"' in text
+    tiny_workspace.write_text(text)
+    return tiny_workspace
+
+
+def test_model_without_embeddings_gets_a_clear_message(scripted_workspace, capsys):
+    at = _page(str(scripted_workspace))
+    assert any("gives no embeddings" in e.value for e in at.error), [e.value for e in at.error]
+    from diagnostics.__main__ import main
+    from workspace.cli import run_cli
+
+    assert run_cli(main, ["weakspots", "--workspace", str(scripted_workspace)]) == 2
+    assert "gives no embeddings" in capsys.readouterr().err
