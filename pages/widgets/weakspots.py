@@ -97,6 +97,17 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
                        f"{names[rep.preds[nb]]}\nd={dist:.3g}{far}", width)
 
 
+def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pivotal images of one weak pair (either direction), or all of them."""
+    options = ["all pairs"] + [f"{r.a} ↔ {r.b} ({r.count})" for r in pairs.itertuples()]
+    pick = container.selectbox("Show pair", range(len(options)), format_func=options.__getitem__,
+                               key="ws_gallery_pair")
+    if not pick or pick > len(pairs):
+        return pivotal
+    a, b = int(pairs.iloc[pick - 1]["a_id"]), int(pairs.iloc[pick - 1]["b_id"])
+    return pivotal[((pivotal["label"] == a) & (pivotal["pred"] == b)) | ((pivotal["label"] == b) & (pivotal["pred"] == a))]
+
+
 def target_picker(pairs: pd.DataFrame) -> None:
     """Pick a weak pair and make it the repair target (confusion kind, class names)."""
     if pairs.empty:

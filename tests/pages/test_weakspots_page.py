@@ -118,3 +118,15 @@ def test_model_without_embeddings_gets_a_clear_message(scripted_workspace, capsy
 
     assert run_cli(main, ["weakspots", "--workspace", str(scripted_workspace)]) == 2
     assert "gives no embeddings" in capsys.readouterr().err
+
+
+def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
+    at = _page()
+    at.selectbox(key="ws_gallery_pair").set_value(1).run()  # the first pair: the planted one
+    assert not at.exception, at.exception
+    pair = set(demo_ws.planted["confused_pair"])
+    heads = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("PIVOTAL")]
+    assert len(heads) == 6
+    for caption in heads:  # "PIVOTAL split:index\nA → B (..% pure)"
+        a, b = caption.split("\n")[1].split(" (")[0].split(" → ")
+        assert {a, b} == pair
