@@ -1,0 +1,139 @@
+"""Streamlit pieces of the weakspots page: the per-version neighbour cache, the pivotal
+gallery (each pivotal image with its nearest neighbours, like the paper's Figure 3), the
+repair-target picker and the notes form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from diagnostics.neighbours import build_index
+from diagnostics.weakspots import (
+    RepresentativeSet, build_representative_set, find_neighbours, project_pca, sample_distances,
+)
+from pages import ui
+from workspace.errors import WorkspaceError
+
+K_MAX = 50          # one search with the largest k the slider allows; smaller k slice it
+REVIEW_KIND = "pivotal"
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _box(spec: str, version: str, train_key: str, eval_key: str) -> dict:
+    return {}  # filled once per (workspace, version, data); slider moves only slice it
+
+
+def neighbour_data(ws, version: str, train, eval_) -> dict:
+    """{"rep", "table" (kNN of every misclassified sample, K_MAX), "sample" (kNN distances
+    of 2,000 random rows, for the radius suggestion)}; cached in memory per version."""
+    box = _box(ws.spec, version, ws.outputs_key("train", version), ws.outputs_key("eval", version))
+    if "table" not in box:
+        try:
+            rep = build_representative_set(train, eval_)
+            bar = st.progress(0.0, text="Indexing embeddings with FAISS…")
+            index = build_index(rep.embeddings)
+
+            def progress(done: int, total: int) -> None:
+                bar.progress(done / max(total, 1), text=f"Searching neighbours: {done}/{total} misclassified samples")
+
+            k = min(K_MAX, rep.n - 1)
+            if k < 1:
+                raise WorkspaceError("need at least two samples to look for neighbours")
+            table = find_neighbours(rep, k=k, index=index, progress=progress)
+            sample = sample_distances(rep, k=k, index=index)
+            bar.empty()
+        except WorkspaceError as exc:
+            st.error(f"Cannot search weakspots for {version}: {exc}")
+            st.stop()
+        box.update(rep=rep, table=table, sample=sample)
+    return box
+
+
+def embedding_map(box: dict) -> np.ndarray:
+    """(N, 2) PCA coordinates of the representative set (computed once per version)."""
+    if "xy" not in box:
+        box["xy"] = project_pca(box["rep"].embeddings)
+    return box["xy"]
+
+
+def init_state(key: str, default: float, low: float, high: float) -> None:
+    """Give a slider its default once, and keep it inside a range that changed (another version)."""
+    value = st.session_state.get(key, default)
+    clamped = float(min(max(value, low), high))
+    if key not in st.session_state or clamped != value:
+        st.session_state[key] = clamped
+
+
+def _image(ws, split: str, index: int, caption: str, width: int) -> None:
+    try:
+        st.image(np.asarray(ws.split(split).load(int(index))), width=width, caption=caption)
+    except Exception as exc:  # noqa: BLE001 - show the broken image, do not die
+        st.caption(f"{split}:{index}: cannot load ({type(exc).__name__})")
+
+
+def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int, radius: float,
+            show: int, neighbours: int, width: int = 84) -> None:
+    """Each pivotal image (first column) with its nearest neighbours: label / pred, distance."""
+    if pivotal.empty:
+        st.caption("No pivotal images at these settings.")
+        return
+    names = rep.class_names
+    where = {int(q): i for i, q in enumerate(table.queries)}
+    for r in pivotal.head(show).itertuples():
+        cols = st.columns(neighbours + 1)
+        with cols[0]:
+            _image(ws, r.split, r.index, f"PIVOTAL {r.split}:{r.index}\n{r.label_name} → {r.pred_name} "
+                   f"({r.purity:.0%} pure)", width)
+        q = where[int(r.row)]
+        for j in range(min(neighbours, k)):
+            nb, dist = int(table.neighbours[q, j]), float(table.distances[q, j])
+            if nb < 0:
+                break
+            wrong = "❌ " if rep.labels[nb] != rep.preds[nb] else ""
+            far = "" if dist <= radius else " (beyond d)"
+            with cols[j + 1]:
+                _image(ws, rep.splits[nb], rep.indices[nb], f"{wrong}{names[rep.labels[nb]]} / "
+                       f"{names[rep.preds[nb]]}\nd={dist:.3g}{far}", width)
+
+
+def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pivotal images of one weak pair (either direction), or all of them."""
+    options = ["all pairs"] + [f"{r.a} ↔ {r.b} ({r.count})" for r in pairs.itertuples()]
+    pick = container.selectbox("Show pair", range(len(options)), format_func=options.__getitem__,
+                               key="ws_gallery_pair")
+    if not pick or pick > len(pairs):
+        return pivotal
+    a, b = int(pairs.iloc[pick - 1]["a_id"]), int(pairs.iloc[pick - 1]["b_id"])
+    return pivotal[((pivotal["label"] == a) & (pivotal["pred"] == b)) | ((pivotal["label"] == b) & (pivotal["pred"] == a))]
+
+
+def target_picker(pairs: pd.DataFrame) -> None:
+    """Pick a weak pair and make it the repair target (confusion kind, class names)."""
+    if pairs.empty:
+        return
+    labels = [f"{r.a} ↔ {r.b} ({r.count} weakspots)" for r in pairs.itertuples()]
+    pick = st.selectbox("Weak pair", range(len(labels)), format_func=labels.__getitem__, key="ws_pair")
+    if st.button("Use as repair target", key="ws_use_target"):
+        row = pairs.iloc[int(pick)]
+        st.session_state[ui.TARGETS] = {"kind": "confusion", "targets": [[str(row["a"]), str(row["b"])]]}
+        st.session_state[ui.TARGETS_SOURCE] = "weakspots page"
+        st.success(f"Repair target set: {row['a']} ↔ {row['b']}. Open the Repair page to use it.")
+
+
+def notes(ws, version: str, pivotal: pd.DataFrame) -> None:
+    """A note on one pivotal image, stored as review ("pivotal", "<split>:<index>")."""
+    if pivotal.empty:
+        return
+    keys = [f"{r.split}:{r.index}" for r in pivotal.itertuples()]
+    key = st.selectbox("Pivotal image", keys, key="ws_note_image")
+    old = ws.store.get_review(REVIEW_KIND, key, model_version=version)
+    text = st.text_area("Note", value=(old or {}).get("note", ""), key=f"ws_note_text_{key}",
+                        placeholder="What is in this image that may explain the weakspot?")
+    if st.button("Save note", key="ws_note_save"):
+        ws.store.upsert_review(REVIEW_KIND, key, model_version=version, verdict="note", note=text)
+        st.success(f"Note saved for {key}.")
+    saved = ws.store.list_reviews(REVIEW_KIND, model_version=version)
+    if saved:
+        st.dataframe(pd.DataFrame([{"image": s["key"], "note": s["note"]} for s in saved]),
+                     hide_index=True, key="ws_notes_table")

@@ -1,0 +1,132 @@
+"""AppTest of the weakspots page: sliders, counts, repair target, notes, the 2-D map."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from diagnostics.weakspots import build_representative_set, find_neighbours, find_pivotal_images, scan_weakspots
+from pages import ui
+from tests.conftest import REPO
+
+TIMEOUT = 180
+
+
+def _page(spec: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    if spec:
+        at.session_state[ui.WORKSPACE] = spec
+    at.run()
+    at.switch_page("pages/weakspots.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture(scope="module")
+def demo_rep(demo_train, demo_eval):
+    return build_representative_set(demo_train, demo_eval)
+
+
+def test_page_matches_the_library_and_reacts_to_sliders(demo_ws, demo_rep):
+    at = _page()
+    auto = scan_weakspots(demo_rep, radius="auto", k=20)
+    assert at.slider(key="ws_k").value == 20
+    assert at.slider(key="ws_radius").value == pytest.approx(auto.radius)
+    assert _metric(at, "Pivotal images (weakspots)") == f"{len(auto.pivotal):,}"
+    assert _metric(at, "Misclassified samples tested") == f"{auto.queries:,}"
+    assert not at.warning
+    # gallery: 6 pivotal images, each followed by its 6 nearest neighbours (label / pred, distance)
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == 6 * 7
+    first = auto.pivotal.iloc[0]
+    assert captions[0].startswith(f"PIVOTAL {first['split']}:{first['index']}")
+    assert all(c.startswith("PIVOTAL") == (j % 7 == 0) for j, c in enumerate(captions))
+    assert all("d=" in c for j, c in enumerate(captions) if j % 7)
+
+    at.slider(key="ws_purity").set_value(1.0).run()
+    assert not at.exception, at.exception
+    table = find_neighbours(demo_rep, k=20)
+    strict = find_pivotal_images(demo_rep, table, radius=auto.radius, k=20, purity=1.0)
+    assert _metric(at, "Pivotal images (weakspots)") == f"{len(strict):,}"
+    assert len(strict) < len(auto.pivotal)
+
+    # the top pair is the planted one; make it the repair target
+    at.slider(key="ws_purity").set_value(0.7).run()
+    at.button(key="ws_use_target").click().run()
+    assert not at.exception, at.exception
+    a, b = demo_ws.planted["confused_pair"]
+    got = at.session_state[ui.TARGETS]
+    assert got["kind"] == "confusion" and sorted(got["targets"][0]) == sorted([a, b])
+    assert at.session_state[ui.TARGETS_SOURCE] == "weakspots page"
+
+
+def test_note_on_a_pivotal_image_is_stored(demo_ws):
+    at = _page()
+    key = at.selectbox(key="ws_note_image").value
+    at.text_area(key=f"ws_note_text_{key}").input("the disk is squashed like an oval").run()
+    at.button(key="ws_note_save").click().run()
+    assert not at.exception, at.exception
+    review = demo_ws.store.get_review("pivotal", key, model_version="orig")
+    assert review["verdict"] == "note" and review["note"] == "the disk is squashed like an oval"
+    demo_ws.store.delete_review("pivotal", key, model_version="orig")
+
+
+def test_radius_reset_and_map(demo_rep):
+    at = _page()
+    suggested = at.slider(key="ws_radius").value
+    at.slider(key="ws_radius").set_value(at.slider(key="ws_radius").min).run()
+    assert at.slider(key="ws_radius").value < suggested
+    at.button(key="ws_radius_reset").click().run()
+    assert at.slider(key="ws_radius").value == pytest.approx(suggested)
+    at.checkbox(key="ws_map").check().run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 3  # counts per radius, pair heat map, 2-D map
+
+
+def test_user_workspace(tiny_workspace):
+    at = _page(str(tiny_workspace))
+    assert at.slider(key="ws_k").max <= 20  # 21 samples: at most 20 other neighbours
+
+
+@pytest.fixture
+def scripted_workspace(tiny_workspace):
+    """The tiny workspace with its model saved as TorchScript (no embed(): no embeddings)."""
+    import importlib.util
+
+    import torch
+
+    root = tiny_workspace.parent
+    spec = importlib.util.spec_from_file_location("tinynet_scripted", root / "tinynet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build(3)
+    model.load_state_dict(torch.load(root / "weights.pth"))
+    torch.jit.script(model.eval()).save(str(root / "m.pt"))
+    text = tiny_workspace.read_text().replace('factory = "tinynet:build"\nweights = "weights.pth"', 'torchscript = "m.pt"')
+    assert 'torchscript = "m.pt"' in text
+    tiny_workspace.write_text(text)
+    return tiny_workspace
+
+
+def test_model_without_embeddings_gets_a_clear_message(scripted_workspace, capsys):
+    at = _page(str(scripted_workspace))
+    assert any("gives no embeddings" in e.value for e in at.error), [e.value for e in at.error]
+    from diagnostics.__main__ import main
+    from workspace.cli import run_cli
+
+    assert run_cli(main, ["weakspots", "--workspace", str(scripted_workspace)]) == 2
+    assert "gives no embeddings" in capsys.readouterr().err
+
+
+def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
+    at = _page()
+    at.selectbox(key="ws_gallery_pair").set_value(1).run()  # the first pair: the planted one
+    assert not at.exception, at.exception
+    pair = set(demo_ws.planted["confused_pair"])
+    heads = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("PIVOTAL")]
+    assert len(heads) == 6
+    for caption in heads:  # "PIVOTAL split:index\nA → B (..% pure)"
+        a, b = caption.split("\n")[1].split(" (")[0].split(" → ")
+        assert {a, b} == pair
