@@ -51,8 +51,26 @@ def current_spec() -> str:
     return st.session_state[WORKSPACE]
 
 
+def _leave_legacy_multipage_mode() -> None:
+    """Route a page URL opened directly through app.py.
+
+    Streamlit treats a ``pages/`` folder next to the entry point as a legacy multipage app
+    until the first ``st.navigation`` call in the process: a fresh server whose first
+    request is ``/weakspots`` would run that file without app.py (no sidebar, no picker).
+    Switch the process to ``st.navigation`` mode and rerun, which goes through app.py.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without this internal: nothing to fix
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def workspace() -> Workspace:
     """The open workspace; on bad input shows the reason and stops the page."""
+    _leave_legacy_multipage_mode()
     spec = current_spec()
     try:
         with st.spinner(f"Opening {spec} (the first time builds the demo data)…"):

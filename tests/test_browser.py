@@ -61,11 +61,32 @@ def server(demo_eval):
     proc.wait(timeout=20)
 
 
-def test_demo_click_through_in_chromium(server):
+def _need_chromium() -> None:
     if CHROMIUM is None:
         if os.environ.get("GROUPFIX_REQUIRE_BROWSER") == "1":
             pytest.fail("GROUPFIX_REQUIRE_BROWSER=1 but chromium is not installed")
         pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+def test_first_request_to_a_page_url_goes_through_the_app(server):
+    """Runs first on a fresh server: /weakspots must get app.py's sidebar, not a bare page."""
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{server}/weakspots")
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text("Model version")).to_be_visible()
+        expect(sidebar.get_by_role("link", name="Overview", exact=True)).to_be_visible()
+        expect(page.get_by_role("heading", name="Weakspots and pivotal images")).to_be_visible()
+        browser.close()
+
+
+def test_demo_click_through_in_chromium(server):
+    _need_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=120_000)  # the first run opens the workspace on a busy CI machine
