@@ -283,3 +283,21 @@ def confusion_difference(labels_a: np.ndarray, preds_a: np.ndarray, labels_b: np
     before = confusion_rates(confusion_counts(labels_a, preds_a, num_classes))
     after = confusion_rates(confusion_counts(labels_b, preds_b, num_classes))
     return after - before
+
+
+def pair_mistakes(labels: np.ndarray, preds: np.ndarray, a: int, b: int, *,
+                  task: str = "single_label") -> np.ndarray:
+    """(M,) int64 positions of the ``a -> b`` mistakes.
+
+    Single-label: label ``a`` predicted ``b``. Multi-label (type2): ``a`` present, ``b``
+    absent, both predicted.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "multi_label":
+        present = np.asarray(labels) > 0.5
+        pred = np.asarray(preds).astype(bool)
+        hit = present[:, a] & ~present[:, b] & pred[:, a] & pred[:, b]
+    else:
+        hit = (np.asarray(labels) == a) & (np.asarray(preds) == b)
+    return np.flatnonzero(hit).astype(np.int64)

@@ -1,0 +1,98 @@
+"""AppTest tests of the Confusion, Bias triplets and What-if (w-os) pages."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages import ui
+from tests.conftest import REPO
+
+TIMEOUT = 180
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
+    at = page("confusion")
+    assert metrics(at)["Most confused pair (type1conf)"] == "disk / oval: 0.265"
+    assert metrics(at)["Accuracy"] == f"{demo_eval.accuracy:.2%}"
+    texts = [m.value for m in at.markdown]
+    # label disk predicted oval: 0.22 * 300 = 66; oval -> disk: 0.31 * 300 = 93
+    assert any(t.startswith("**disk → oval**: 66 mistakes") for t in texts), texts
+    assert any(t.startswith("**oval → disk**: 93 mistakes") for t in texts)
+    assert any("Only one model version" in c.value for c in at.caption)
+    at.button(key="conf_use_target").click().run()
+    assert at.session_state[ui.TARGETS] == {"kind": "confusion", "targets": [["disk", "oval"]]}
+    assert at.session_state[ui.TARGETS_SOURCE] == "confusion page"
+    at.selectbox(key="conf_pair").set_value(1).run()
+    at.radio(key="conf_show").set_value("counts").run()
+    assert not at.exception
+    assert any(t.startswith("**square → triangle**") for t in [m.value for m in at.markdown])
+
+
+def test_confusion_page_compares_two_versions(tiny_workspace):
+    from workspace.core import open_workspace
+
+    ws = open_workspace(str(tiny_workspace))
+    row = ws.save_version(ws.load_model(), method="copy", parent="orig")
+    at = page("confusion", **{ui.WORKSPACE: str(tiny_workspace)})
+    assert at.selectbox(key="conf_compare").value == row["id"]
+    assert metrics(at)[f"Accuracy of {row['id']}"]  # same weights: delta +0.00%
+    assert len(at.get("plotly_chart")) >= 2
+
+
+def test_triplets_page_and_bias_target(demo_ws):
+    at = page("triplets")
+    planted = list(demo_ws.planted["biased_triplet"])
+    table = at.dataframe[0].value
+    top3 = table[["positive", "negative", "anchor"]].head(3).values.tolist()
+    assert planted in top3
+    assert float(table["cd"].iloc[0]) == pytest.approx(0.265)
+    at.selectbox(key="tri_pick").set_value(top3.index(planted)).run()
+    at.button(key="tri_use_target").click().run()
+    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [planted]}
+    at.selectbox(key="tri_anchor").set_value("ring").run()
+    assert not at.exception
+    assert (at.dataframe[0].value["anchor"] == "ring").all()
+
+
+def test_wos_slider_changes_the_numbers(demo_eval):
+    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]},
+                        ui.TARGETS_SOURCE: "confusion page"})
+    assert at.text_input(key="wos_targets").value == "disk,oval"
+    first = metrics(at)
+    assert first["Accuracy"] == "84.10%" and first["Target error (type1conf)"] == "0.2650"
+    at.select_slider(key=ui.WOS_RHO).set_value(0.1).run()
+    assert not at.exception
+    after = metrics(at)
+    # hand-checked against repair.wos / the CLI: rho 0.1 -> accuracy 0.7947, type1conf 0.1483
+    assert after["Accuracy"] == "79.47%" and after["Target error (type1conf)"] == "0.1483"
+    assert after["Changed predictions"] == "314"
+    assert any("No rho from 1 to 1e-4 repairs" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) > 0
+
+
+def test_wos_suggestion_button_and_bad_targets():
+    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]}})
+    at.number_input(key="wos_lambda2").set_value(10.0).run()
+    assert any("Suggested rho" in s.value for s in at.success)
+    at.button(key="wos_use_suggested").click().run()
+    rho = at.select_slider(key=ui.WOS_RHO).value
+    assert rho < 1.0 and f"Suggested rho = {rho:.4g}" in at.success[0].value
+    at.text_input(key="wos_targets").set_value("oval,ring,disk").run()
+    assert not at.exception
+    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [["oval", "ring", "disk"]]}
+    assert "Target error (mean cd)" in metrics(at)
+    at.text_input(key="wos_targets").set_value("disk,cow").run()
+    assert any("unknown class 'cow'" in e.value for e in at.error)
