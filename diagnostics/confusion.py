@@ -209,26 +209,16 @@ def rank_confused_pairs(errors: np.ndarray, class_names: Sequence[str] | None = 
     })
 
 
-def all_triplet_cd(errors: np.ndarray) -> dict[str, np.ndarray]:
-    """cd for every triplet, vectorised (WR paper 2.2.2, DESIGN.md section 1).
+#: Triplet entries computed at once; larger problems are ranked block by block of anchors.
+TRIPLET_BLOCK = 4_000_000
 
-    Every anchor ``C`` and unordered pair ``{A, B}`` not containing ``C`` gives one triplet
-    (``K * (K-1) * (K-2) / 2`` of them: 485,100 for 100 classes). It is ordered so that
-    ``error(positive, C) >= error(negative, C)``; on a tie the lower class index is positive.
 
-    Args:
-        errors: (K, K) symmetric pair error.
-
-    Returns:
-        dict of equally long arrays: ``positive, negative, anchor`` (int64 class indices),
-        ``cd, error_pos, error_neg`` (float64), unsorted.
-    """
-    errors = np.asarray(errors, dtype=np.float64)
+def _triplet_block(errors: np.ndarray, anchors: np.ndarray) -> dict[str, np.ndarray]:
     k = errors.shape[0]
     i, j = np.triu_indices(k, 1)                        # (P,) pairs
-    c = np.arange(k)[:, None]                           # (K, 1) anchors
-    valid = (c != i[None, :]) & (c != j[None, :])       # (K, P)
-    e_i = errors[i[None, :], c]                         # (K, P) error(i, c)
+    c = np.asarray(anchors, dtype=np.int64)[:, None]    # (A, 1) anchors
+    valid = (c != i[None, :]) & (c != j[None, :])       # (A, P)
+    e_i = errors[i[None, :], c]                         # (A, P) error(i, c)
     e_j = errors[j[None, :], c]
     first = e_i >= e_j
     pos = np.where(first, i[None, :], j[None, :])[valid]
@@ -236,14 +226,58 @@ def all_triplet_cd(errors: np.ndarray) -> dict[str, np.ndarray]:
     anchor = np.broadcast_to(c, valid.shape)[valid]
     e_pos = np.maximum(e_i, e_j)[valid]
     e_neg = np.minimum(e_i, e_j)[valid]
+    # a global id (anchor-major, then pair) makes tie-breaking identical across blocks
+    gid = (c * len(i) + np.arange(len(i))[None, :])[valid]
     return {"positive": pos.astype(np.int64), "negative": neg.astype(np.int64),
             "anchor": anchor.astype(np.int64), "cd": e_pos - e_neg,
-            "error_pos": e_pos, "error_neg": e_neg}
+            "error_pos": e_pos, "error_neg": e_neg, "id": gid.astype(np.int64)}
+
+
+def all_triplet_cd(errors: np.ndarray) -> dict[str, np.ndarray]:
+    """cd for every triplet, vectorised (WR paper 2.2.2, DESIGN.md section 1).
+
+    Every anchor ``C`` and unordered pair ``{A, B}`` not containing ``C`` gives one triplet
+    (``K * (K-1) * (K-2) / 2`` of them: 485,100 for 100 classes). It is ordered so that
+    ``error(positive, C) >= error(negative, C)``; on a tie the lower class index is positive.
+    Memory grows as K^3: for more than a few hundred classes use
+    :func:`rank_biased_triplets` with ``top``, which works block by block.
+
+    Args:
+        errors: (K, K) symmetric pair error.
+
+    Returns:
+        dict of equally long arrays: ``positive, negative, anchor`` (int64 class indices),
+        ``cd, error_pos, error_neg`` (float64), ``id`` (int64, anchor-major order), unsorted.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    return _triplet_block(errors, np.arange(errors.shape[0]))
+
+
+def _order(t: dict[str, np.ndarray]) -> np.ndarray:
+    # lexsort: the last key is primary; cd desc, error_pos desc, then anchor-major id
+    return np.lexsort((t["id"], -t["error_pos"], -t["cd"]))
+
+
+def _keep_top(t: dict[str, np.ndarray], top: int) -> dict[str, np.ndarray]:
+    """The ``top`` first rows of ``t`` in :func:`_order`, exactly (every tie at the cut is kept
+    until the final sort)."""
+    if len(t["cd"]) > top:
+        kth = np.partition(t["cd"], len(t["cd"]) - top)[len(t["cd"]) - top]
+        t = {key: v[t["cd"] >= kth] for key, v in t.items()}
+    order = _order(t)[:top]
+    return {key: v[order] for key, v in t.items()}
 
 
 def rank_biased_triplets(errors: np.ndarray, class_names: Sequence[str] | None = None, *,
-                         top: int | None = None):
-    """Triplets sorted by cd (highest first; ties: higher error_pos, then class-index order).
+                         top: int | None = None, anchors: Sequence[int] | None = None):
+    """Triplets sorted by cd (highest first; ties: higher error_pos, then anchor/class order).
+
+    Args:
+        errors: (K, K) symmetric pair error.
+        class_names: K names (default: the indices as strings).
+        top: keep only the first ``top`` rows; with it, large K is processed in blocks of
+            anchors (:data:`TRIPLET_BLOCK` entries), so memory stays bounded.
+        anchors: only triplets with these anchor classes (default: all).
 
     Returns:
         DataFrame with columns ``positive, negative, anchor`` (names), ``cd``, ``error_pos``
@@ -252,18 +286,26 @@ def rank_biased_triplets(errors: np.ndarray, class_names: Sequence[str] | None =
     """
     import pandas as pd
 
-    t = all_triplet_cd(errors)
-    # lexsort: last key is primary; the stable position keeps index order among exact ties
-    order = np.lexsort((np.arange(len(t["cd"])), -t["error_pos"], -t["cd"]))
-    if top is not None:
-        order = order[:max(int(top), 0)]
-    names = _names(class_names, np.asarray(errors).shape[0])
+    errors = np.asarray(errors, dtype=np.float64)
+    k = errors.shape[0]
+    anchor_ids = np.arange(k) if anchors is None else np.unique(np.asarray(anchors, dtype=np.int64))
+    pairs = max(k * (k - 1) // 2, 1)
+    step = max(1, TRIPLET_BLOCK // pairs)
+    if top is None:
+        t = _triplet_block(errors, anchor_ids)
+        order = _order(t)
+        t = {key: v[order] for key, v in t.items()}
+    else:
+        top = max(int(top), 0)
+        kept = [_keep_top(_triplet_block(errors, anchor_ids[s:s + step]), top)
+                for s in range(0, len(anchor_ids), step)] or [_triplet_block(errors, anchor_ids)]
+        t = _keep_top({key: np.concatenate([b[key] for b in kept]) for key in kept[0]}, top)
+    names = _names(class_names, k)
     return pd.DataFrame({
-        "positive": names[t["positive"][order]], "negative": names[t["negative"][order]],
-        "anchor": names[t["anchor"][order]], "cd": t["cd"][order],
-        "error_pos": t["error_pos"][order], "error_neg": t["error_neg"][order],
-        "positive_id": t["positive"][order], "negative_id": t["negative"][order],
-        "anchor_id": t["anchor"][order],
+        "positive": names[t["positive"]], "negative": names[t["negative"]],
+        "anchor": names[t["anchor"]], "cd": t["cd"],
+        "error_pos": t["error_pos"], "error_neg": t["error_neg"],
+        "positive_id": t["positive"], "negative_id": t["negative"], "anchor_id": t["anchor"],
     })
 
 

@@ -37,8 +37,15 @@ if top_pair is not None:
 st.subheader("Confusion matrix")
 if ws.multi_label:
     st.caption("Multi-label: cell (A, B) = P(A and B predicted | A present, B absent).")
-st.plotly_chart(confusion_heatmap(t["rates"], names, counts=t["counts"], show="rates" if ws.multi_label else show,
-                                  title=f"{version} on {split}"), key="conf_heatmap")
+shown = w.heatmap_classes(t["pairs"], len(names))
+if len(shown) < len(names):
+    st.caption(f"{len(names)} classes: showing the {len(shown)} classes of the most confused pairs "
+               "(rates are still over all predictions).")
+sub = np.ix_(shown, shown)
+st.plotly_chart(confusion_heatmap(t["rates"][sub], [names[i] for i in shown],
+                                  counts=None if t["counts"] is None else t["counts"][sub],
+                                  show="rates" if ws.multi_label else show, title=f"{version} on {split}"),
+                key="conf_heatmap")
 with st.expander("Per-class accuracy"):
     st.dataframe({"class": names, "accuracy": t["per_class"]}, key="conf_per_class", hide_index=True)
 
@@ -52,7 +59,8 @@ else:
     diff = confusion_difference(out.labels, out.preds, out_b.labels, out_b.preds, out.num_classes, task=out.task)
     d1, d2 = st.columns(2)
     d1.metric(f"Accuracy of {other}", f"{out_b.accuracy:.2%}", f"{out_b.accuracy - out.accuracy:+.2%}")
-    st.plotly_chart(difference_heatmap(diff, names, title=f"{other} − {version} (rates)"), key="conf_diff_heatmap")
+    st.plotly_chart(difference_heatmap(diff[sub], [names[i] for i in shown], title=f"{other} − {version} (rates)"),
+                    key="conf_diff_heatmap")
 
 st.subheader("Most confused pairs")
 top_k = int(st.number_input("Show the top", 1, max(len(t["pairs"]), 1), min(10, max(len(t["pairs"]), 1)), key="conf_top"))

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from diagnostics.confusion import rank_biased_triplets
 from diagnostics.figures_confusion import triplet_errors_figure
 from pages import ui
 from pages.widgets import confusion as w
@@ -25,9 +26,11 @@ if ws.num_classes < 3:
     st.stop()
 out = ui.outputs(ws, split, version)
 t = w.tables(ws, out)
-triplets = t["triplets"] if anchor == "(any)" else t["triplets"][t["triplets"]["anchor"] == anchor]
 top_k = int(st.number_input("Show the top", 1, 200, 10, key="tri_top"))
-top = triplets.head(top_k).reset_index(drop=True)
+if anchor == "(any)":
+    top = t["triplets"].head(top_k).reset_index(drop=True)
+else:
+    top = rank_biased_triplets(t["errors"], out.class_names, top=top_k, anchors=[out.class_names.index(anchor)])
 if top.empty:
     st.info("No triplets for this anchor.")
     st.stop()

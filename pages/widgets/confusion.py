@@ -42,6 +42,18 @@ def tables(ws, out) -> dict:
     return _tables(ws.outputs_key(out.split, out.model_version), out.split, out.model_version, out)
 
 
+def heatmap_classes(pairs, k: int, *, limit: int = 40) -> list[int]:
+    """All classes when there are at most ``limit``, else those of the most confused pairs."""
+    if k <= limit:
+        return list(range(k))
+    shown: list[int] = []
+    for a, b in zip(pairs["a_id"], pairs["b_id"]):
+        shown += [c for c in (int(a), int(b)) if c not in shown]
+        if len(shown) >= limit:
+            break
+    return sorted(shown[:limit])
+
+
 def use_as_target(kind: str, targets: list[list[str]], *, key: str, source: str) -> None:
     """A button that stores the targets for the What-if and Repair pages."""
     label = "; ".join(" / ".join(t) for t in targets)

@@ -99,3 +99,21 @@ def test_planted_demo_pair_and_triplet(demo_ws, demo_eval):
     assert pairs["conf"].iloc[0] >= 3 * pairs["conf"].iloc[1]
     top3 = rank_biased_triplets(e, demo_eval.class_names, top=3)
     assert list(demo_ws.planted["biased_triplet"]) in top3[["positive", "negative", "anchor"]].values.tolist()
+
+
+def test_blockwise_top_matches_full_ranking(monkeypatch):
+    import diagnostics.confusion as confusion
+
+    rng = np.random.default_rng(3)
+    k = 9
+    m = np.round(rng.random((k, k)), 1)          # coarse values: many exact ties
+    e = (m + m.T) / 2
+    np.fill_diagonal(e, 0)
+    full = rank_biased_triplets(e)
+    monkeypatch.setattr(confusion, "TRIPLET_BLOCK", 40)   # 36 pairs -> one anchor per block
+    for top in (1, 7, 50):
+        part = confusion.rank_biased_triplets(e, top=top)
+        assert part.equals(full.head(top).reset_index(drop=True)), top
+    only = rank_biased_triplets(e, anchors=[4], top=5)
+    assert (only["anchor_id"] == 4).all()
+    assert only.equals(full[full.anchor_id == 4].head(5).reset_index(drop=True))

@@ -96,3 +96,13 @@ def test_wos_suggestion_button_and_bad_targets():
     assert "Target error (mean cd)" in metrics(at)
     at.text_input(key="wos_targets").set_value("disk,cow").run()
     assert any("unknown class 'cow'" in e.value for e in at.error)
+
+
+def test_heatmap_classes_limits_large_k():
+    import pandas as pd
+
+    from pages.widgets.confusion import heatmap_classes
+
+    assert heatmap_classes(pd.DataFrame({"a_id": [0], "b_id": [1]}), 5) == [0, 1, 2, 3, 4]
+    pairs = pd.DataFrame({"a_id": [7, 3, 7, 9], "b_id": [50, 7, 9, 60]})
+    assert heatmap_classes(pairs, 100, limit=4) == [3, 7, 9, 50]
