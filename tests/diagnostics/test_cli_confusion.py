@@ -80,3 +80,18 @@ def test_cli_bad_input(demo_eval, capsys, argv, message):
     assert run_cli(main, [argv[0], "--workspace", "demo", *argv[1:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_multi_label_summaries_by_hand():
+    probs = np.array([[0.9, 0.8, 0.1], [0.9, 0.2, 0.7], [0.3, 0.9, 0.2]], dtype=np.float32)
+    labels = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0]], dtype=np.float32)
+    out = InferenceOutputs(logits=probs, probs=probs, preds=probs >= 0.5, labels=labels, embeddings=None,
+                           indices=np.arange(3), class_names=("a", "b", "c"), task="multi_label")
+    s = confusion_summary(out, top=1)
+    assert s["accuracy"] == pytest.approx(2 / 3)
+    assert s["per_class_accuracy"] == pytest.approx({"a": 1.0, "b": 2 / 3, "c": 1.0})
+    # a present & b absent: rows 0, 1 -> both predicted in row 0 (1/2); b present & a absent: row 2 -> 0
+    assert s["pairs"] == [{"a": "a", "b": "b", "conf": 0.25, "a_to_b": 0.5, "b_to_a": 0.0}]
+    w = wos_summary(out, [(0, 1)], rho=0.6)
+    assert w["before"]["target_error"] == 0.25 and w["after"]["target_error"] == 0.0
+    assert w["after"]["accuracy"] == 1.0 and "map" in w["after"]
