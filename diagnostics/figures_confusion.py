@@ -91,7 +91,8 @@ def wos_curve_figure(curve, *, current_rho: float | None = None, suggestion: dic
                                  marker={"size": 14, "color": "red", "symbol": "circle-open", "line": {"width": 3}}))
     if suggestion:
         fig.add_vline(x=suggestion["max_target_error"], line_dash="dot", annotation_text="error bound")
-        fig.add_hline(y=suggestion["min_accuracy"], line_dash="dot", annotation_text=f"{metric} bound")
+        fig.add_hline(y=suggestion["min_accuracy"], line_dash="dot", annotation_text=f"{metric} bound",
+                      annotation_position="bottom left")
         if suggestion.get("rho") is not None:
             fig.add_trace(go.Scatter(x=[suggestion["target_error"]], y=[suggestion["accuracy"]], mode="markers",
                                      name=f"suggested rho {suggestion['rho']:.4g}",

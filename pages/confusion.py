@@ -32,7 +32,7 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Accuracy" if not ws.multi_label else "Exact-match accuracy", f"{out.accuracy:.2%}")
 m2.metric("Images", f"{out.n:,}")
 if top_pair is not None:
-    m3.metric(f"Most confused pair ({error_name})", f"{top_pair.a} / {top_pair.b}: {top_pair.conf:.3f}")
+    m3.metric("Most confused pair", f"{top_pair.a} / {top_pair.b}", f"{error_name} {top_pair.conf:.3f}", delta_color="off")
 
 st.subheader("Confusion matrix")
 if ws.multi_label:

@@ -46,7 +46,7 @@ error_name = ("mean cd" if kind == "bias" else ("type2conf" if out.multi_label e
 
 l1, l2 = st.columns(2)
 lambda1 = l1.number_input("λ1: least drop of the target error (%)", 0.0, 100.0, 25.0, step=1.0, key="wos_lambda1") / 100
-lambda2 = l2.number_input(f"λ2: largest {metric_name} drop (%)", 0.0, 100.0, 1.0, step=0.5, key="wos_lambda2") / 100
+lambda2 = l2.number_input(f"λ2: largest drop of {metric_name.lower() if metric == 'accuracy' else metric_name} (%)", 0.0, 100.0, 1.0, step=0.5, key="wos_lambda2") / 100
 suggestion = suggest_rho(curve, lambda1, lambda2)
 
 grid = [float(r) for r in curve["rho"]]
