@@ -1,6 +1,5 @@
 """The w-os what-if slider: post-hoc repair of the chosen targets (WR paper 3.4), instantly."""
 
-import numpy as np
 import streamlit as st
 
 from diagnostics.confusion import confusion_rates, parse_targets
@@ -50,17 +49,7 @@ lambda2 = l2.number_input(f"λ2: largest drop of {metric_name.lower() if metric 
 suggestion = suggest_rho(curve, lambda1, lambda2)
 
 grid = [float(r) for r in curve["rho"]]
-if st.session_state.get(ui.WOS_RHO) not in grid:  # snap a rho from elsewhere to the grid
-    wanted = float(st.session_state.get(ui.WOS_RHO, 1.0) or 1.0)
-    st.session_state[ui.WOS_RHO] = grid[int(np.argmin(np.abs(np.log10(grid) - np.log10(max(wanted, 1e-12)))))]
-
-
-def _use_suggested() -> None:
-    st.session_state[ui.WOS_RHO] = suggestion["rho"]
-
-
-rho = st.select_slider("rho (log scale, 1 = no change)", options=grid, key=ui.WOS_RHO,
-                       format_func=lambda r: f"{r:.4g}")
+rho = w.rho_slider(grid, suggestion)
 result = what_if.evaluate(rho)
 base = what_if.base
 acc, acc0 = (result.map, base.map) if out.multi_label else (result.accuracy, base.accuracy)
@@ -74,7 +63,8 @@ m3.metric("Changed predictions", f"{len(result.changed):,}", f"{result.fixed} fi
 
 if suggestion["meets"]:
     st.success(f"Suggested rho = {suggestion['rho']:.4g}: {suggestion['reason']}.")
-    st.button("Move the slider to the suggested rho", key="wos_use_suggested", on_click=_use_suggested)
+    st.button("Move the slider to the suggested rho", key="wos_use_suggested", on_click=w.set_rho,
+              args=(suggestion["rho"],))
 else:
     st.warning(f"No rho from 1 to 1e-4 repairs this target (error −{lambda1:.0%} with at most −{lambda2:.0%} "
                f"{metric_name}): {suggestion['reason']}.")

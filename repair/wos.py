@@ -9,7 +9,17 @@ the prediction is decided again. Which samples are touched:
 - multi-label, triplets (A, B, C): A and C, or B and C predicted, for any target triplet.
 
 Only cached probabilities are needed, so the what-if slider and the ``w-os`` repair method
-share this code and update instantly.
+share this code and update instantly. The API (NumPy in, NumPy out; only the curve and the
+"what changed" table are pandas DataFrames, imported lazily):
+
+- :func:`apply_wos` / :func:`affected_rows`: the rule itself.
+- :class:`WosWhatIf`: precomputes once per (outputs, targets); ``evaluate(rho)`` returns a
+  :class:`WosResult` (accuracy, target error, confusion counts/rates and pair errors after,
+  predictions, changed/fixed/broken samples, mAP for multi-label) touching only the affected
+  rows; ``curve()`` sweeps :func:`rho_grid` (1 .. 1e-4, log); ``changes()`` tabulates them.
+- :func:`wos_metrics`, :func:`wos_curve`: one-off wrappers.
+- :func:`suggest_rho`: the highest-accuracy rho meeting the "repaired" criterion
+  (WR paper 2.2.3: target error -lambda1 relative, accuracy/mAP at most -lambda2 relative).
 """
 
 from __future__ import annotations

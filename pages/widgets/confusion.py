@@ -117,3 +117,31 @@ def share_targets(kind: str, targets: list[list[str]], source: str) -> None:
     st.session_state[ui.TARGETS] = {"kind": kind, "targets": [list(t) for t in targets]}
     st.session_state[ui.TARGETS_SOURCE] = source
     st.session_state["_wos_targets_seen"] = text
+
+
+RHO_SLIDER = "wos_rho_slider"
+
+
+def set_rho(rho: float) -> None:
+    """Move the what-if slider (use as a button callback)."""
+    st.session_state[RHO_SLIDER] = float(rho)
+
+
+def rho_slider(grid: list[float], suggestion: dict) -> float:
+    """The log-scale rho slider over ``grid``; mirrors its value into ``ui.WOS_RHO``.
+
+    The widget has its own key because Streamlit drops a widget's state on pages that do not
+    draw it; ``ui.WOS_RHO`` keeps the last rho for the Repair page, and a rho set there (or
+    anywhere) moves this slider to the nearest grid value.
+    """
+    shared = st.session_state.get(ui.WOS_RHO)
+    if RHO_SLIDER not in st.session_state or (shared is not None and shared != st.session_state.get("_wos_rho_seen")):
+        wanted = float(shared) if shared is not None else 1.0
+        st.session_state[RHO_SLIDER] = grid[int(np.argmin(np.abs(np.log10(grid) - np.log10(max(wanted, 1e-12)))))]
+    if st.session_state[RHO_SLIDER] not in grid:
+        st.session_state[RHO_SLIDER] = grid[0]
+    rho = st.select_slider("rho (log scale, 1 = no change)", options=grid, key=RHO_SLIDER,
+                           format_func=lambda r: f"{r:.4g}")
+    st.session_state[ui.WOS_RHO] = rho
+    st.session_state["_wos_rho_seen"] = rho
+    return rho

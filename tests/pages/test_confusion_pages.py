@@ -74,14 +74,24 @@ def test_wos_slider_changes_the_numbers(demo_eval):
     assert at.text_input(key="wos_targets").value == "disk,oval"
     first = metrics(at)
     assert first["Accuracy"] == "84.10%" and first["Target error (type1conf)"] == "0.2650"
-    at.select_slider(key=ui.WOS_RHO).set_value(0.1).run()
+    at.select_slider(key="wos_rho_slider").set_value(0.1).run()
     assert not at.exception
+    assert at.session_state[ui.WOS_RHO] == 0.1
     after = metrics(at)
     # hand-checked against repair.wos / the CLI: rho 0.1 -> accuracy 0.7947, type1conf 0.1483
     assert after["Accuracy"] == "79.47%" and after["Target error (type1conf)"] == "0.1483"
     assert after["Changed predictions"] == "314"
     assert any("No rho from 1 to 1e-4 repairs" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) > 0
+    at.switch_page("pages/triplets.py").run()       # the rho and the targets survive a page change
+    at.switch_page("pages/wos.py").run()
+    assert at.select_slider(key="wos_rho_slider").value == 0.1
+    assert at.text_input(key="wos_targets").value == "disk,oval"
+
+
+def test_wos_rho_from_elsewhere_snaps_to_the_grid():
+    at = page("wos", **{ui.WOS_RHO: 0.0095})
+    assert at.select_slider(key="wos_rho_slider").value == 0.01
 
 
 def test_wos_suggestion_button_and_bad_targets():
@@ -89,7 +99,7 @@ def test_wos_suggestion_button_and_bad_targets():
     at.number_input(key="wos_lambda2").set_value(10.0).run()
     assert any("Suggested rho" in s.value for s in at.success)
     at.button(key="wos_use_suggested").click().run()
-    rho = at.select_slider(key=ui.WOS_RHO).value
+    rho = at.select_slider(key="wos_rho_slider").value
     assert rho < 1.0 and f"Suggested rho = {rho:.4g}" in at.success[0].value
     at.text_input(key="wos_targets").set_value("oval,ring,disk").run()
     assert not at.exception
@@ -158,5 +168,5 @@ def test_pages_on_a_multi_label_workspace(multi_label_workspace):
     assert len(at.dataframe[0].value) > 0
     at = page("wos", **state)
     assert "mAP" in metrics(at) and "Target error (type2conf)" in metrics(at)
-    at.select_slider(key=ui.WOS_RHO).set_value(1e-4).run()
+    at.select_slider(key="wos_rho_slider").set_value(1e-4).run()
     assert not at.exception, at.exception
