@@ -1,5 +1,6 @@
 """The w-os what-if slider: post-hoc repair of the chosen targets (WR paper 3.4), instantly."""
 
+import numpy as np
 import streamlit as st
 
 from diagnostics.confusion import confusion_rates, parse_targets
@@ -74,17 +75,23 @@ st.plotly_chart(wos_curve_figure(curve, current_rho=rho, suggestion=suggestion, 
 
 st.subheader("After w-os")
 names = list(out.class_names)
+shown = w.changed_classes(targets, result, len(names))
+sub = np.ix_(shown, shown)
+shown_names = [names[i] for i in shown]
+if len(shown) < len(names):
+    st.caption(f"{len(names)} classes: the matrices show the target classes and the classes predictions moved to.")
 tab_after, tab_diff, tab_changes = st.tabs(["Confusion matrix after", "Change vs. rho = 1", "What changed"])
 with tab_after:
     if result.counts is not None:
-        st.plotly_chart(confusion_heatmap(result.rates, names, counts=result.counts, title=f"rho = {rho:.4g}"),
-                        key="wos_after_heatmap")
+        st.plotly_chart(confusion_heatmap(result.rates[sub], shown_names, counts=result.counts[sub],
+                                          title=f"rho = {rho:.4g}"), key="wos_after_heatmap")
     else:
-        st.plotly_chart(confusion_heatmap(result.errors, names, title=f"type2conf after, rho = {rho:.4g}"),
+        st.plotly_chart(confusion_heatmap(result.errors[sub], shown_names, title=f"type2conf after, rho = {rho:.4g}"),
                         key="wos_after_heatmap")
 with tab_diff:
     before = confusion_rates(t["counts"]) if t["counts"] is not None else t["errors"]
     after = result.rates if result.counts is not None else result.errors
-    st.plotly_chart(difference_heatmap(after - before, names, title="after − before"), key="wos_diff_heatmap")
+    st.plotly_chart(difference_heatmap((after - before)[sub], shown_names, title="after − before"),
+                    key="wos_diff_heatmap")
 with tab_changes:
     st.dataframe(what_if.changes(result, names), key="wos_changes", hide_index=True)

@@ -54,6 +54,18 @@ def heatmap_classes(pairs, k: int, *, limit: int = 40) -> list[int]:
     return sorted(shown[:limit])
 
 
+def changed_classes(targets, result, k: int, *, limit: int = 40) -> list[int]:
+    """All classes when there are at most ``limit``, else the target classes and the classes
+    that changed predictions moved to (single-label), capped at ``limit``."""
+    if k <= limit:
+        return list(range(k))
+    shown = sorted({int(c) for t in targets for c in t})
+    if result.preds.ndim == 1:
+        moved, counts = np.unique(result.preds[result.changed], return_counts=True)
+        shown += [int(c) for c in moved[np.argsort(-counts, kind="stable")] if int(c) not in shown]
+    return sorted(shown[:limit])
+
+
 def use_as_target(kind: str, targets: list[list[str]], *, key: str, source: str) -> None:
     """A button that stores the targets for the What-if and Repair pages."""
     label = "; ".join(" / ".join(t) for t in targets)

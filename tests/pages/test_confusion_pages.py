@@ -170,3 +170,16 @@ def test_pages_on_a_multi_label_workspace(multi_label_workspace):
     assert "mAP" in metrics(at) and "Target error (type2conf)" in metrics(at)
     at.select_slider(key="wos_rho_slider").set_value(1e-4).run()
     assert not at.exception, at.exception
+
+
+def test_changed_classes_limits_large_k():
+    import numpy as np
+
+    from pages.widgets.confusion import changed_classes
+    from repair.wos import WosResult
+
+    r = WosResult(rho=0.1, accuracy=0.0, target_error=0.0, errors=None, counts=None,
+                  preds=np.array([5, 9, 9, 7]), changed=np.array([1, 2, 3]), fixed=0, broken=0)
+    assert changed_classes([(0, 1)], r, 4) == [0, 1, 2, 3]
+    assert changed_classes([(0, 1)], r, 100, limit=3) == [0, 1, 9]
+    assert changed_classes([(0, 1)], r, 100) == [0, 1, 7, 9]
