@@ -20,7 +20,13 @@ TASKS = ("single_label", "multi_label")
 
 def confusion_counts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: row = label, column = prediction (single-label)."""
-    flat = np.asarray(labels, dtype=np.int64) * num_classes + np.asarray(preds, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    for name, values in (("labels", labels), ("preds", preds)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} must be class indices in [0, {num_classes}), "
+                             f"found {values.min()}..{values.max()}")
+    flat = labels * num_classes + preds
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 

@@ -19,6 +19,8 @@ NAMES = ("cat", "dog", "fox")
 def test_counts_use_every_cell():
     assert confusion_counts(LABELS, PREDS, 3).tolist() == [[3, 1, 0], [1, 1, 0], [1, 0, 1]]
     assert confusion_counts(np.array([], int), np.array([], int), 2).tolist() == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match=r"preds must be class indices in \[0, 3\), found 0..3"):
+        confusion_counts(LABELS, np.array([0, 0, 0, 1, 0, 1, 2, 3]), 3)
 
 
 def test_per_class_accuracy_single_and_multi():
