@@ -77,7 +77,8 @@ def use_as_target(kind: str, targets: list[list[str]], *, key: str, source: str)
         st.caption(f"Current repair target ({current['kind']}): "
                    + "; ".join(", ".join(t) for t in current["targets"])
                    + f" — from the {st.session_state.get(ui.TARGETS_SOURCE, '?')}. "
-                     "Open **What-if (w-os)** or **Repair** to use it.")
+                     "Try it post hoc on the What-if page, or fine-tune on the Repair page.")
+        st.page_link("pages/wos.py", label="What-if (w-os) with this target", icon=":material/tune:")
 
 
 def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, limit: int, columns: int = 8) -> None:
