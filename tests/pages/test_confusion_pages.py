@@ -33,6 +33,9 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     assert any(t.startswith("**disk → oval**: 66 mistakes") for t in texts), texts
     assert any(t.startswith("**oval → disk**: 93 mistakes") for t in texts)
     assert any("Only one model version" in c.value for c in at.caption)
+    assert len(at.get("image")) == 2 * 16          # 16 thumbnails per direction by default
+    at.slider(key="conf_gallery_n").set_value(4).run()
+    assert len(at.get("image")) == 2 * 4
     at.button(key="conf_use_target").click().run()
     assert at.session_state[ui.TARGETS] == {"kind": "confusion", "targets": [["disk", "oval"]]}
     assert at.session_state[ui.TARGETS_SOURCE] == "confusion page"
