@@ -32,7 +32,8 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Accuracy" if not ws.multi_label else "Exact-match accuracy", f"{out.accuracy:.2%}")
 m2.metric("Images", f"{out.n:,}")
 if top_pair is not None:
-    m3.metric("Most confused pair", f"{top_pair.a} / {top_pair.b}", f"{error_name} {top_pair.conf:.3f}", delta_color="off")
+    m3.metric("Most confused pair", f"{top_pair.a} / {top_pair.b}", f"{error_name} {top_pair.conf:.3f}",
+              delta_color="off")
 
 st.subheader("Confusion matrix")
 if ws.multi_label:
@@ -63,10 +64,11 @@ else:
                     key="conf_diff_heatmap")
 
 st.subheader("Most confused pairs")
-top_k = int(st.number_input("Show the top", 1, max(len(t["pairs"]), 1), min(10, max(len(t["pairs"]), 1)), key="conf_top"))
+n_pairs = max(len(t["pairs"]), 1)
+top_k = int(st.number_input("Show the top", 1, n_pairs, min(10, n_pairs), key="conf_top"))
 pairs = t["pairs"].head(top_k)
-st.dataframe(pairs.drop(columns=["a_id", "b_id"]).rename(columns={"conf": error_name, "a_to_b": "A→B", "b_to_a": "B→A"}),
-             key="conf_pairs", hide_index=True)
+st.dataframe(pairs.drop(columns=["a_id", "b_id"]).rename(
+    columns={"conf": error_name, "a_to_b": "A→B", "b_to_a": "B→A"}), key="conf_pairs", hide_index=True)
 if pairs.empty:
     st.stop()
 labels = [f"{r.a} / {r.b} ({r.conf:.3f})" for r in pairs.itertuples()]
@@ -78,6 +80,6 @@ w.use_as_target("confusion", [[row.a, row.b]], key="conf_use_target", source="co
 limit = int(st.slider("Images per direction", 4, 64, 16, step=4, key="conf_gallery_n"))
 for x, y in ((a, b), (b, a)):
     found = pair_mistakes(out.labels, out.preds, x, y, task=out.task)
-    st.markdown(f"**{names[x]} → {names[y]}**: {len(found)} mistakes"
-                + (f" ({len(found) / max(np.count_nonzero(out.labels == x), 1):.1%} of {names[x]})" if not ws.multi_label else ""))
+    share = "" if ws.multi_label else f" ({len(found) / max(np.count_nonzero(out.labels == x), 1):.1%} of {names[x]})"
+    st.markdown(f"**{names[x]} → {names[y]}**: {len(found)} mistakes{share}")
     w.gallery(ws, out, found, x, y, limit=limit)

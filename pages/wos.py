@@ -45,8 +45,10 @@ metric_name = "mAP" if out.multi_label else "Accuracy"
 error_name = ("mean cd" if kind == "bias" else ("type2conf" if out.multi_label else "type1conf"))
 
 l1, l2 = st.columns(2)
-lambda1 = l1.number_input("λ1: least drop of the target error (%)", 0.0, 100.0, 25.0, step=1.0, key="wos_lambda1") / 100
-lambda2 = l2.number_input(f"λ2: largest drop of {metric_name.lower() if metric == 'accuracy' else metric_name} (%)", 0.0, 100.0, 1.0, step=0.5, key="wos_lambda2") / 100
+lambda1 = l1.number_input("λ1: least drop of the target error (%)", 0.0, 100.0, 25.0, step=1.0,
+                          key="wos_lambda1") / 100
+lambda2 = l2.number_input(f"λ2: largest drop of {'accuracy' if metric == 'accuracy' else 'mAP'} (%)", 0.0, 100.0,
+                          1.0, step=0.5, key="wos_lambda2") / 100
 suggestion = suggest_rho(curve, lambda1, lambda2)
 
 grid = [float(r) for r in curve["rho"]]
@@ -57,8 +59,8 @@ acc, acc0 = (result.map, base.map) if out.multi_label else (result.accuracy, bas
 
 m1, m2, m3 = st.columns(3)
 m1.metric(metric_name, f"{acc:.2%}", f"{acc - acc0:+.2%}")
-m2.metric(f"Target error ({error_name})", f"{result.target_error:.4f}", f"{result.target_error - base.target_error:+.4f}",
-          delta_color="inverse")
+m2.metric(f"Target error ({error_name})", f"{result.target_error:.4f}",
+          f"{result.target_error - base.target_error:+.4f}", delta_color="inverse")
 m3.metric("Changed predictions", f"{len(result.changed):,}", f"{result.fixed} fixed, {result.broken} broken",
           delta_color="off")
 

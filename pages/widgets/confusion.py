@@ -118,7 +118,8 @@ def targets_text(default: str) -> str:
         st.session_state["wos_targets"] = text
     st.session_state.setdefault("wos_targets", text)
     return st.text_input("Targets", key="wos_targets",
-                         help='"A,B" (pair), "A,B;C,D" (several pairs) or "P,N,C" (a triplet: positive, negative, anchor)')
+                         help='"A,B" (pair), "A,B;C,D" (several pairs) or "P,N,C" '
+                              '(a triplet: positive, negative, anchor)')
 
 
 def share_targets(kind: str, targets: list[list[str]], source: str) -> None:
