@@ -1,0 +1,45 @@
+"""The plotly figure builders: data in the traces, hover with both rate and count, markers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnostics.confusion import rank_biased_triplets
+from diagnostics.figures_confusion import (
+    confusion_heatmap, difference_heatmap, triplet_errors_figure, wos_curve_figure,
+)
+
+RATES = np.array([[0.8, 0.2], [0.5, 0.5]])
+COUNTS = np.array([[8, 2], [5, 5]])
+
+
+def test_heatmap_rates_counts_and_hover():
+    fig = confusion_heatmap(RATES, ["a", "b"], counts=COUNTS)
+    heat = fig.data[0]
+    assert np.allclose(heat.z, RATES) and list(heat.x) == ["a", "b"]
+    assert np.allclose(np.asarray(heat.customdata)[1, 0], [0.5, 5])
+    assert "rate" in heat.hovertemplate and "count" in heat.hovertemplate
+    assert np.array_equal(confusion_heatmap(RATES, ["a", "b"], counts=COUNTS, show="counts").data[0].z, COUNTS)
+    with pytest.raises(ValueError, match="needs counts"):
+        confusion_heatmap(RATES, ["a", "b"], show="counts")
+
+
+def test_difference_is_centred():
+    heat = difference_heatmap(np.array([[0.1, -0.3], [0.0, 0.2]]), ["a", "b"]).data[0]
+    assert heat.zmid == 0 and heat.zmin == pytest.approx(-0.3) and heat.zmax == pytest.approx(0.3)
+
+
+def test_triplet_bars():
+    t = rank_biased_triplets(np.array([[0, .2, .1], [.2, 0, 0], [.1, 0, 0]]), ["a", "b", "c"], top=2)
+    fig = triplet_errors_figure(t)
+    assert [tr.name for tr in fig.data] == ["error(positive, anchor)", "error(negative, anchor)"]
+    assert list(fig.data[0].y) == list(t["error_pos"]) and fig.data[0].x[0] == "a / c | b"
+
+
+def test_curve_marks_current_and_suggested():
+    curve = pd.DataFrame({"rho": [1.0, 0.1, 0.01], "accuracy": [0.8, 0.79, 0.7], "target_error": [0.2, 0.1, 0.0]})
+    s = {"rho": 0.1, "accuracy": 0.79, "target_error": 0.1, "max_target_error": 0.15, "min_accuracy": 0.792}
+    fig = wos_curve_figure(curve, current_rho=0.012, suggestion=s)
+    names = [tr.name for tr in fig.data]
+    assert names == ["w-os", "rho 0.01", "suggested rho 0.1"]
+    assert fig.data[1].x[0] == 0.0 and fig.data[2].y[0] == 0.79

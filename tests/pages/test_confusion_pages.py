@@ -1,0 +1,188 @@
+"""AppTest tests of the Confusion, Bias triplets and What-if (w-os) pages."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages import ui
+from tests.conftest import REPO
+
+TIMEOUT = 180
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
+    at = page("confusion")
+    assert metrics(at)["Most confused pair"] == "disk / oval"
+    assert [m.delta for m in at.metric if m.label == "Most confused pair"] == ["type1conf 0.265"]
+    assert metrics(at)["Accuracy"] == f"{demo_eval.accuracy:.2%}"
+    texts = [m.value for m in at.markdown]
+    # label disk predicted oval: 0.22 * 300 = 66; oval -> disk: 0.31 * 300 = 93
+    assert any(t.startswith("**disk → oval**: 66 mistakes") for t in texts), texts
+    assert any(t.startswith("**oval → disk**: 93 mistakes") for t in texts)
+    assert any("Only one model version" in c.value for c in at.caption)
+    assert len(at.get("image")) == 2 * 16          # 16 thumbnails per direction by default
+    at.slider(key="conf_gallery_n").set_value(4).run()
+    assert len(at.get("image")) == 2 * 4
+    at.button(key="conf_use_target").click().run()
+    assert at.session_state[ui.TARGETS] == {"kind": "confusion", "targets": [["disk", "oval"]]}
+    assert at.session_state[ui.TARGETS_SOURCE] == "confusion page"
+    at.selectbox(key="conf_pair").set_value(1).run()
+    at.radio(key="conf_show").set_value("counts").run()
+    assert not at.exception
+    assert any(t.startswith("**square → triangle**") for t in [m.value for m in at.markdown])
+
+
+def test_confusion_page_compares_two_versions(tiny_workspace):
+    from workspace.core import open_workspace
+
+    ws = open_workspace(str(tiny_workspace))
+    row = ws.save_version(ws.load_model(), method="copy", parent="orig")
+    at = page("confusion", **{ui.WORKSPACE: str(tiny_workspace)})
+    assert at.selectbox(key="conf_compare").value == row["id"]
+    assert metrics(at)[f"Accuracy of {row['id']}"]  # same weights: delta +0.00%
+    assert len(at.get("plotly_chart")) >= 2
+
+
+def test_triplets_page_and_bias_target(demo_ws):
+    at = page("triplets")
+    planted = list(demo_ws.planted["biased_triplet"])
+    table = at.dataframe[0].value
+    top3 = table[["positive", "negative", "anchor"]].head(3).values.tolist()
+    assert planted in top3
+    assert float(table["cd"].iloc[0]) == pytest.approx(0.265)
+    at.selectbox(key="tri_pick").set_value(top3.index(planted)).run()
+    at.button(key="tri_use_target").click().run()
+    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [planted]}
+    at.selectbox(key="tri_anchor").set_value("ring").run()
+    assert not at.exception
+    assert (at.dataframe[0].value["anchor"] == "ring").all()
+
+
+def test_wos_slider_changes_the_numbers(demo_eval):
+    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]},
+                        ui.TARGETS_SOURCE: "confusion page"})
+    assert at.text_input(key="wos_targets").value == "disk,oval"
+    first = metrics(at)
+    assert first["Accuracy"] == "84.10%" and first["Target error (type1conf)"] == "0.2650"
+    at.select_slider(key="wos_rho_slider").set_value(0.1).run()
+    assert not at.exception
+    assert at.session_state[ui.WOS_RHO] == 0.1
+    after = metrics(at)
+    # hand-checked against repair.wos / the CLI: rho 0.1 -> accuracy 0.7947, type1conf 0.1483
+    assert after["Accuracy"] == "79.47%" and after["Target error (type1conf)"] == "0.1483"
+    assert after["Changed predictions"] == "314"
+    assert any("No rho from 1 to 1e-4 repairs" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) > 0
+    at.switch_page("pages/triplets.py").run()       # the rho and the targets survive a page change
+    at.switch_page("pages/wos.py").run()
+    assert at.select_slider(key="wos_rho_slider").value == 0.1
+    assert at.text_input(key="wos_targets").value == "disk,oval"
+
+
+def test_wos_rho_from_elsewhere_snaps_to_the_grid():
+    at = page("wos", **{ui.WOS_RHO: 0.0095})
+    assert at.select_slider(key="wos_rho_slider").value == 0.01
+
+
+def test_wos_suggestion_button_and_bad_targets():
+    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]}})
+    at.number_input(key="wos_lambda2").set_value(10.0).run()
+    assert any("Suggested rho" in s.value for s in at.success)
+    at.button(key="wos_use_suggested").click().run()
+    rho = at.select_slider(key="wos_rho_slider").value
+    assert rho < 1.0 and f"Suggested rho = {rho:.4g}" in at.success[0].value
+    at.text_input(key="wos_targets").set_value("oval,ring,disk").run()
+    assert not at.exception
+    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [["oval", "ring", "disk"]]}
+    assert "Target error (mean cd)" in metrics(at)
+    at.text_input(key="wos_targets").set_value("disk,cow").run()
+    assert any("unknown class 'cow'" in e.value for e in at.error)
+
+
+def test_heatmap_classes_limits_large_k():
+    import pandas as pd
+
+    from pages.widgets.confusion import heatmap_classes
+
+    assert heatmap_classes(pd.DataFrame({"a_id": [0], "b_id": [1]}), 5) == [0, 1, 2, 3, 4]
+    pairs = pd.DataFrame({"a_id": [7, 3, 7, 9], "b_id": [50, 7, 9, 60]})
+    assert heatmap_classes(pairs, 100, limit=4) == [3, 7, 9, 50]
+
+
+@pytest.fixture
+def multi_label_workspace(tmp_path):
+    """A 3-class multi-label csv workspace with an untrained TinyNet (low threshold: many positives)."""
+    import textwrap
+
+    import torch
+
+    from tests.conftest import TINY_FACTORY, write_imagefolder
+
+    write_imagefolder(tmp_path / "img", per_class=4)
+    rows = ["path,labels"]
+    combos = ["cat", "dog", "fox", "cat|dog", "dog|fox", "cat|fox"]
+    for i, p in enumerate(sorted((tmp_path / "img").rglob("*.png"))):
+        rows.append(f"{p.relative_to(tmp_path)},{combos[i % len(combos)]}")
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "tinynet.py").write_text(TINY_FACTORY)
+    namespace: dict = {}
+    exec(TINY_FACTORY, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["build"](3).state_dict(), tmp_path / "weights.pth")
+    (tmp_path / "workspace.toml").write_text(textwrap.dedent('''
+        name = "tiny-multi"
+        task = "multi_label"
+        threshold = 0.3
+        [model]
+        factory = "tinynet:build"
+        weights = "weights.pth"
+        [data]
+        format = "csv"
+        train = "all.csv"
+        eval = "all.csv"
+        classes = ["cat", "dog", "fox"]
+        [transform]
+        resize = 12
+        mean = [0.5, 0.5, 0.5]
+        std = [0.25, 0.25, 0.25]
+    '''))
+    return tmp_path / "workspace.toml"
+
+
+def test_pages_on_a_multi_label_workspace(multi_label_workspace):
+    state = {ui.WORKSPACE: str(multi_label_workspace)}
+    at = page("confusion", **state)
+    assert "Exact-match accuracy" in metrics(at)
+    assert [m.delta for m in at.metric if m.label == "Most confused pair"][0].startswith("type2conf")
+    at = page("triplets", **state)
+    assert len(at.dataframe[0].value) > 0
+    at = page("wos", **state)
+    assert "mAP" in metrics(at) and "Target error (type2conf)" in metrics(at)
+    at.select_slider(key="wos_rho_slider").set_value(1e-4).run()
+    assert not at.exception, at.exception
+
+
+def test_changed_classes_limits_large_k():
+    import numpy as np
+
+    from pages.widgets.confusion import changed_classes
+    from repair.wos import WosResult
+
+    r = WosResult(rho=0.1, accuracy=0.0, target_error=0.0, errors=None, counts=None,
+                  preds=np.array([5, 9, 9, 7]), changed=np.array([1, 2, 3]), fixed=0, broken=0)
+    assert changed_classes([(0, 1)], r, 4) == [0, 1, 2, 3]
+    assert changed_classes([(0, 1)], r, 100, limit=3) == [0, 1, 9]
+    assert changed_classes([(0, 1)], r, 100) == [0, 1, 7, 9]
