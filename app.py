@@ -58,5 +58,6 @@ def sidebar() -> None:
             st.rerun()
 
 
+page = st.navigation(PAGES)  # first: it also takes Streamlit out of its legacy pages/ mode
 sidebar()
-st.navigation(PAGES).run()
+page.run()

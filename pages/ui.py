@@ -60,9 +60,13 @@ def _leave_legacy_multipage_mode() -> None:
     Switch the process to ``st.navigation`` mode and rerun, which goes through app.py.
     """
     try:
+        from streamlit.runtime import Runtime
         from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without this internal: nothing to fix
+    except ImportError:  # a Streamlit without these internals: nothing to fix
         return
+    if not Runtime.exists() or type(Runtime.instance()) is not Runtime:
+        return  # AppTest (a mock runtime) runs switched-to pages directly by design
+    # app.py calls st.navigation before anything else, which clears this flag
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
