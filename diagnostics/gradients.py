@@ -98,7 +98,9 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if missing:
         raise WorkspaceError(f"the model has no parameter {missing[0]!r}")
     params = {n: all_params[n].detach() for n in names}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    # the other parameters enter as constants, so no graph is built for them
+    buffers = {**{n: b.detach() for n, b in model.named_buffers()},
+               **{n: q.detach() for n, q in all_params.items() if n not in params}}
     loss = _loss_fn(task)
 
     def sample_loss(p, xi, yi):
@@ -106,7 +108,7 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         return loss(out, yi.unsqueeze(0))
 
     grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
-    return torch.cat([grads[n].reshape(x.shape[0], -1) for n in names], dim=1)
+    return torch.cat([grads[n].reshape(x.shape[0], -1) for n in names], dim=1).detach()
 
 
 def loop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names: list[str] | None = None,
@@ -122,7 +124,7 @@ def loop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names:
     for i in range(x.shape[0]):
         out = model(x[i:i + 1])
         gs = torch.autograd.grad(loss(out, y[i:i + 1]), [all_params[n] for n in names])
-        rows.append(torch.cat([g.reshape(-1) for g in gs]))
+        rows.append(torch.cat([g.reshape(-1) for g in gs]).detach())
     return torch.stack(rows)
 
 
