@@ -39,7 +39,7 @@ PARAM_CHOICES = ("last", "all")
 BIASED_CHOICES = (None, "gce")
 SCORE_COLUMNS = ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
 EPS = 1e-12
-SCORES_VERSION = 2  # bump when a formula changes: invalidates cached score tables
+SCORES_VERSION = 3  # bump when a formula changes: invalidates cached score tables
 
 
 # ---- per-sample gradients ----------------------------------------------------------------
@@ -291,8 +291,8 @@ def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
 
     Returns:
         DataFrame, one row per sample in input order: ``grad_norm, M, D, S, p_s`` and
-        ``log_p_s`` (exact ranking where p_s underflows; p_s is floored at the smallest
-        positive double so that it stays in (0, 1]).
+        their natural logs ``log_p_s, log_M, log_D, log_S`` (exact where D, S or p_s
+        underflow; p_s is floored at the smallest positive double so it stays in (0, 1]).
     """
     grads = np.asarray(grads, dtype=np.float64)
     labels = np.asarray(labels)
@@ -314,7 +314,7 @@ def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
     log_p = (log_cmp.min() - log_cmp) if n else log_cmp
     p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
     return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
-                         "p_s": p_s, "log_p_s": log_p})
+                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
 
 
 # ---- noise split (PGD section 5, eq. 2) ----------------------------------------------------
