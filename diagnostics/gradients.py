@@ -39,7 +39,7 @@ PARAM_CHOICES = ("last", "all")
 BIASED_CHOICES = (None, "gce")
 SCORE_COLUMNS = ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
 EPS = 1e-12
-SCORES_VERSION = 3  # bump when a formula changes: invalidates cached score tables
+SCORES_VERSION = 4  # bump when a formula changes: invalidates cached score tables
 
 
 # ---- per-sample gradients ----------------------------------------------------------------
@@ -545,24 +545,41 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
     frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
     frame.attrs.update({"source": biased_model or version, "version": version, "params": params,
                         "k": int(k) if params == "all" else None, "lam": float(lam),
+                        "effective_share": effective_share(frame["p_s"].to_numpy()),
                         **(planted_summary(frame, ws.planted) if split == "train" else {})})
     _atomic_save(path, frame)
     return frame
 
 
+def effective_share(p_s: np.ndarray) -> float:
+    """Effective sample size of sampling weights as a share of N: ``(sum p)^2 / (N sum p^2)``.
+
+    1 for uniform weights, 1/N when one sample takes all the mass (a degenerate sampler).
+    """
+    p = np.asarray(p_s, dtype=np.float64)
+    return float(p.sum() ** 2 / (len(p) * (p ** 2).sum())) if len(p) else float("nan")
+
+
 def train_sampling_probabilities(ws, version: str = "orig", *, progress: Progress | None = None,
-                                 biased_model: str | None = None) -> np.ndarray:
+                                 biased_model: str | None = None, lam: float = 0.0) -> np.ndarray:
     """p_s of every train sample, for the pgd repair's rejection sampler (PGD Algorithm 1).
 
     Args:
         version: the model version (the biased model when ``biased_model`` is None).
         biased_model: None or ``"gce"``.
+        lam: the balance lambda of S. Default 0 (``S = M``, so ``p_s = ||g_i|| / max_j ||g_j||``
+            per class: the magnitude-only sampler of the published PGD paper, ICLR 2023).
+            With ``lam > 0`` the vMF direction score enters; in the dimension of a classifier
+            gradient (hundreds) its concentration ``kappa`` is in the hundreds, D spans
+            hundreds of orders of magnitude and p_s collapses onto a handful of samples
+            (effective sample share ~1/N on the demo), which a rejection sampler cannot use.
+            The page shows both; see :func:`effective_share`.
 
     Returns:
         (len(ws.split("train")),) float64 in (0, 1], aligned with train split positions;
         samples skipped at load get 1. Cached on disk (see :func:`compute_scores`).
     """
-    frame = compute_scores(ws, version, split="train", biased_model=biased_model, progress=progress)
+    frame = compute_scores(ws, version, split="train", biased_model=biased_model, lam=lam, progress=progress)
     p_s = np.ones(len(ws.split("train")), dtype=np.float64)
     p_s[frame["index"].to_numpy()] = frame["p_s"].to_numpy()
     return p_s

@@ -41,6 +41,13 @@ if "flip_recall" in frame.attrs:
     cols[4].metric("Flipped labels flagged", f"{frame.attrs['flip_recall']:.1%}",
                    delta=f"clean flagged {frame.attrs['clean_flagged']:.1%}", delta_color="off")
 
+share = frame.attrs.get("effective_share", 1.0)
+if share < 0.01:
+    st.warning(f"With lambda = {opts.lam:g}, p_s is concentrated on very few samples (effective sample share "
+               f"{share:.2%}): the vMF direction score is extremely peaked in {opts.params}-layer gradient space. "
+               "Rankings (AUC, galleries) stay valid; for the pgd sampler use lambda = 0 (magnitude only, the "
+               "published PGD sampler), which is what the repair uses by default.")
+
 # ---- histograms ----------------------------------------------------------------------
 st.subheader("Score distributions")
 available = [c for c in COLOR_BY if c not in ("minority", "flipped")

@@ -34,7 +34,7 @@ def test_closed_form_matches_vmap_on_the_workspace_model(tiny):
 
 def test_compute_scores_columns_cache_and_contract(tiny):
     frame = G.compute_scores(tiny)
-    assert list(frame.columns[:10]) == G.SCORE_COLUMNS[:8] + ["log_p_s", "comp_loss"]
+    assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"]) <= set(frame.columns)
     assert len(frame) == 12 and frame["index"].tolist() == list(range(12))
     assert ((frame["p_s"] > 0) & (frame["p_s"] <= 1)).all() and frame["p_s"].max() == 1.0
     assert frame.attrs["delta"] > 0
@@ -42,9 +42,13 @@ def test_compute_scores_columns_cache_and_contract(tiny):
     assert len(files) == 1
     again = G.compute_scores(tiny)  # from disk
     pd.testing.assert_frame_equal(frame, again)
-    p_s = G.train_sampling_probabilities(tiny)
+    p_s = G.train_sampling_probabilities(tiny)  # lam = 0: p_s = ||g_i|| / max ||g_j|| per class (equal sizes)
     assert p_s.shape == (12,)
-    np.testing.assert_allclose(p_s, frame["p_s"].to_numpy())
+    labels = frame["label"].to_numpy()
+    norms = frame["grad_norm"].to_numpy()
+    s = np.array([(1 / norms[i]) / (1 / norms[labels == labels[i]]).sum() for i in range(12)])
+    np.testing.assert_allclose(p_s, s.min() / s)
+    assert p_s.max() == 1.0 and G.effective_share(p_s) > 0.3
     weights = G.sampling_weights_frame(tiny, frame)
     assert list(weights.columns) == ["index", "p_s", "noisy"] and len(weights) == 12
 
