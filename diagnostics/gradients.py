@@ -9,12 +9,9 @@ model from :mod:`diagnostics.gce` on request):
   ``(softmax(z_i) - onehot(y_i)) (outer) [e_i, 1]`` (weight rows then bias), computed from the
   cached inference outputs without running the model. When the cached embedding is not the
   head's input, the same gradient is taken with ``torch.func`` (``vmap`` over ``grad``).
-* ``params="all"``: every parameter, in chunks: one batched forward + backward with the
-  per-sample products of layer inputs and output gradients where every parameter sits in a
-  Linear / Conv2d / eval BatchNorm layer (:func:`hook_gradients`, about 5-10x faster than
-  ``vmap`` on CPU), else ``torch.func.functional_call`` + ``vmap(grad)``; both equal a
-  per-sample loop to 1e-5 (tests). The result is reduced to the ``k`` dimensions with the
-  largest summed ``|g|`` over the split (two passes: sum ``|g|``, then gather those dimensions), so memory stays ``O(chunk x P)``.
+* ``params="all"``: every parameter, with ``torch.func.functional_call`` + ``vmap(grad)``
+  in chunks (equal to a per-sample loop to 1e-5, see the tests), reduced to the ``k``
+  dimensions with the largest summed ``|g|`` over the split (two passes: sum ``|g|``, then gather those dimensions), so memory stays ``O(chunk x P)``.
 
 Scores (:func:`gradient_scores`, per class, DESIGN.md section 1) and the compensated-loss
 noise split (:func:`noise_split`) are pure NumPy functions of the gradients and outputs.
@@ -114,116 +111,6 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return torch.cat([grads[n].reshape(x.shape[0], -1) for n in names], dim=1).detach()
 
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-def _hook_supported(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    if isinstance(module, nn.Conv2d):
-        return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
-    if isinstance(module, _BN):
-        return module.affine and module.track_running_stats and not module.training
-    return False
-
-
-def _conv_weight_grads(conv: nn.Conv2d, a: torch.Tensor, gout: torch.Tensor) -> torch.Tensor:
-    """Per-sample Conv2d weight gradients: one (B, Cout, L) x (B, L, Cin) product per kernel tap.
-
-    Shifted strided views of the padded input replace ``unfold`` (im2col), which is several
-    times slower on CPU. (B, Cin, H, W), (B, Cout, Ho, Wo) -> (B, Cout, Cin, kh, kw).
-    """
-    b, cout, ho, wo = gout.shape
-    kh, kw = conv.kernel_size
-    (sh, sw), (dh, dw), (ph, pw) = conv.stride, conv.dilation, conv.padding
-    padded = nn.functional.pad(a, (pw, pw, ph, ph))
-    g2 = gout.reshape(b, cout, ho * wo)
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            view = padded[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-            taps.append(torch.bmm(g2, view.reshape(b, a.shape[1], ho * wo).transpose(1, 2)))  # (B, Cout, Cin)
-    return torch.stack(taps, -1).reshape(b, cout, a.shape[1], kh, kw)
-
-
-def hook_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names: list[str] | None = None,
-                   task: str = "single_label") -> torch.Tensor | None:
-    """Per-sample gradients from one batched forward + backward (activations x output grads).
-
-    The fast path for models whose differentiated parameters all sit in ``nn.Linear``,
-    ``nn.Conv2d`` (groups 1, zero padding) or eval-mode affine BatchNorm layers: the
-    per-sample weight gradient of a layer is the product of its input and the gradient of
-    its output for that sample (an outer product for Linear, an unfolded-patch product for
-    Conv2d, ``sum(grad * x_hat)`` for BatchNorm), so the cost is close to one batched
-    backward pass. Returns None when some parameter is outside these layers (use
-    :func:`per_sample_gradients`, the ``torch.func`` path). Same layout as that function.
-    """
-    params = dict(model.named_parameters())
-    names = list(params) if names is None else list(names)
-    owner = {}
-    for mname, module in model.named_modules():
-        for pname, _ in module.named_parameters(recurse=False):
-            owner[f"{mname}.{pname}" if mname else pname] = (mname, module)
-    if any(n not in owner or not _hook_supported(owner[n][1]) for n in names):
-        return None
-    layers = {owner[n][0]: owner[n][1] for n in names}
-    saved, handles, inplace, calls = {}, [], [], dict.fromkeys(layers, 0)
-    for m in model.modules():  # in-place activations would overwrite the outputs we keep
-        if getattr(m, "inplace", False) is True:
-            inplace.append(m)
-            m.inplace = False
-    for lname, module in layers.items():
-        def keep(mod, inp, out, key=lname):
-            calls[key] += 1
-            saved[key] = (inp[0].detach(), out)
-
-        handles.append(module.register_forward_hook(keep))
-    try:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(False)
-            out = model(x)
-            total = (nn.functional.binary_cross_entropy_with_logits(out, y.float(), reduction="sum")
-                     if task == "multi_label" else nn.functional.cross_entropy(out, y, reduction="sum"))
-            keys = list(saved)
-            if any(calls[k] != 1 for k in keys):  # a shared layer: activations do not identify a sample
-                return None
-            grads_out = torch.autograd.grad(total, [saved[k][1] for k in keys], allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-        for m in inplace:
-            m.inplace = True
-    b = x.shape[0]
-    per_layer = {}
-    for key, gout in zip(keys, grads_out):
-        a, out_t = saved[key]
-        module = layers[key]
-        if gout is None:
-            gout = torch.zeros_like(out_t)
-        gout = gout.detach()
-        if isinstance(module, nn.Linear):
-            a2, g2 = a.reshape(b, -1, a.shape[-1]), gout.reshape(b, -1, gout.shape[-1])
-            per_layer[f"{key}.weight"] = torch.einsum("bno,bni->boi", g2, a2)
-            per_layer[f"{key}.bias"] = g2.sum(1)
-        elif isinstance(module, nn.Conv2d):
-            per_layer[f"{key}.weight"] = _conv_weight_grads(module, a, gout)
-            per_layer[f"{key}.bias"] = gout.sum((2, 3))
-        else:
-            shape = (1, -1) + (1,) * (a.dim() - 2)
-            x_hat = (a - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
-            dims = tuple(range(2, a.dim()))
-            per_layer[f"{key}.weight"] = (gout * x_hat).sum(dims) if dims else gout * x_hat
-            per_layer[f"{key}.bias"] = gout.sum(dims) if dims else gout
-    return torch.cat([per_layer[n].reshape(b, -1) for n in names], dim=1)
-
-
-def fast_per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                              names: list[str] | None = None, task: str = "single_label") -> torch.Tensor:
-    """:func:`hook_gradients` where it applies, else ``torch.func`` :func:`per_sample_gradients`."""
-    grads = hook_gradients(model, x, y, names=names, task=task)
-    return grads if grads is not None else per_sample_gradients(model, x, y, names=names, task=task)
-
-
 def loop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names: list[str] | None = None,
                    task: str = "single_label") -> torch.Tensor:
     """The same gradients as :func:`per_sample_gradients`, one backward pass per sample.
@@ -291,21 +178,21 @@ def model_gradients(model: nn.Module, loader, *, names: list[str] | None = None,
     if k is None:
         rows, idx = [], []
         for x, y, index in batches():
-            rows.append(fast_per_sample_gradients(model, x, y, names=names, task=task).cpu())
+            rows.append(per_sample_gradients(model, x, y, names=names, task=task).cpu())
             idx.append(index)
         if not rows:
             raise WorkspaceError("none of the images could be loaded")
         return torch.cat(rows).numpy(), torch.cat(idx).numpy().astype(np.int64)
     total_abs = None
     for x, y, _ in batches():  # pass 1: summed |g| per dimension
-        s = fast_per_sample_gradients(model, x, y, names=names, task=task).abs().sum(0, dtype=torch.float64)
+        s = per_sample_gradients(model, x, y, names=names, task=task).abs().sum(0, dtype=torch.float64)
         total_abs = s if total_abs is None else total_abs + s
     if total_abs is None:
         raise WorkspaceError("none of the images could be loaded")
     keep = torch.topk(total_abs, min(int(k), total_abs.numel())).indices.to(device)
     rows, idx = [], []
     for x, y, index in batches():  # pass 2: gather the k dominant dimensions
-        rows.append(fast_per_sample_gradients(model, x, y, names=names, task=task)[:, keep].cpu())
+        rows.append(per_sample_gradients(model, x, y, names=names, task=task)[:, keep].cpu())
         idx.append(index)
     return torch.cat(rows).numpy(), torch.cat(idx).numpy().astype(np.int64)
 

@@ -53,41 +53,6 @@ def test_vmap_equals_per_sample_loop_all_parameters(small):
     assert slow.abs().max() > 1e-3  # not trivially zero
 
 
-def test_hook_fast_path_equals_loop(small):
-    model, x, y = small
-    fast = G.hook_gradients(model, x, y)
-    assert fast is not None
-    torch.testing.assert_close(fast, G.loop_gradients(model, x, y), atol=1e-5, rtol=0)
-    head = G.hook_gradients(model, x, y, names=["head.bias", "conv.weight"])
-    torch.testing.assert_close(head, G.loop_gradients(model, x, y, names=["head.bias", "conv.weight"]),
-                               atol=1e-5, rtol=0)
-
-
-def test_hook_path_strided_dilated_conv_equals_loop():
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)), nn.ReLU(),
-                          nn.Flatten(), nn.LazyLinear(3)).double()
-    x, y = torch.randn(4, 3, 7, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
-    model(x)
-    model.eval()
-    torch.testing.assert_close(G.hook_gradients(model, x, y), G.loop_gradients(model, x, y), atol=1e-5, rtol=0)
-
-
-def test_unsupported_layers_fall_back_to_vmap():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(inplace=True), nn.Flatten(), nn.LayerNorm(36),
-                          nn.Linear(36, 3)).double().eval()
-    x, y = torch.randn(5, 2, 5, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 1, 0])
-    assert G.hook_gradients(model, x, y) is None
-    torch.testing.assert_close(G.fast_per_sample_gradients(model, x, y), G.loop_gradients(model, x, y),
-                               atol=1e-5, rtol=0)
-    # the linear head alone is supported even though other layers are not
-    names = ["4.weight", "4.bias"]
-    torch.testing.assert_close(G.hook_gradients(model, x, y, names=names),
-                               G.loop_gradients(model, x, y, names=names), atol=1e-5, rtol=0)
-    assert model[1].inplace  # restored
-
-
 def test_closed_form_last_layer_equals_vmap_and_loop(small):
     model, x, y = small
     names = ["head.weight", "head.bias"]
