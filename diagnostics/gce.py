@@ -228,6 +228,11 @@ def run_job(ws, config: GCEConfig = GCEConfig(), *, progress=None) -> dict:
 def _alive(pid) -> bool:
     if not pid:
         return False
+    try:  # reap our own finished child first (a zombie still answers kill 0)
+        if os.waitpid(int(pid), os.WNOHANG)[0] != 0:
+            return False
+    except (ChildProcessError, OSError, ValueError):
+        pass
     try:
         os.kill(int(pid), 0)
     except (OSError, ValueError):

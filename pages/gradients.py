@@ -90,6 +90,7 @@ if reviews:
 
 # ---- exports -------------------------------------------------------------------------
 st.subheader("Export")
-st.caption("Scores: one row per scored train sample. Sampling weights: p_s for every train position "
-           "(1 for images that failed to load), the input of the pgd repair's rejection sampler.")
-W.exports(ws, frame, opts)
+st.caption("Scores: the table above, one row per scored train sample. Sampling weights: what the pgd repair's "
+           "rejection sampler uses, p_s for every train position (1 for images that failed to load) from the "
+           "same biased model, last layer, lambda 0 (magnitude only: the published PGD sampler).")
+W.exports(ws, version, frame, opts)

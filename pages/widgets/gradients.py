@@ -130,12 +130,20 @@ def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: i
                 st.caption(f"reviewed: *{review['verdict']}*")
 
 
-def exports(ws, frame: pd.DataFrame, opts: Options) -> None:
-    """CSV downloads: the score table and the pgd sampling weights."""
+def exports(ws, version: str, frame: pd.DataFrame, opts: Options) -> None:
+    """CSV downloads: the score table shown, and the pgd sampling weights the repair uses
+    (:func:`diagnostics.gradients.train_sampling_probabilities`: same biased model, last
+    layer, lambda 0)."""
     c1, c2 = st.columns(2)
     tag = f"{opts.biased_model or 'loaded'}-{opts.params}"
     c1.download_button("Download scores (CSV)", frame[G.SCORE_COLUMNS].to_csv(index=False),
-                       file_name=f"gradient-scores-{tag}.csv", mime="text/csv", key="grad_dl_scores")
+                       file_name=f"gradient-scores-{tag}-lam{opts.lam:g}.csv", mime="text/csv", key="grad_dl_scores")
+    try:
+        sampler = G.compute_scores(ws, version, lam=0.0, biased_model=opts.biased_model)
+    except WorkspaceError as exc:
+        c2.error(f"Cannot compute the pgd sampling weights: {exc}")
+        return
     c2.download_button("Download pgd sampling weights (CSV)",
-                       G.sampling_weights_frame(ws, frame).to_csv(index=False),
-                       file_name=f"pgd-sampling-weights-{tag}.csv", mime="text/csv", key="grad_dl_weights")
+                       G.sampling_weights_frame(ws, sampler).to_csv(index=False),
+                       file_name=f"pgd-sampling-weights-{opts.biased_model or 'loaded'}.csv", mime="text/csv",
+                       key="grad_dl_weights")

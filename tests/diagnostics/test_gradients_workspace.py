@@ -124,3 +124,18 @@ def test_gce_scores_use_the_trained_biased_model(tiny):
     loaded = G.compute_scores(tiny)
     assert not np.allclose(frame["grad_norm"], loaded["grad_norm"])
     np.testing.assert_allclose(frame["comp_loss"], loaded["comp_loss"])  # noise split: the loaded model
+
+
+def test_gce_background_process_end_to_end(tiny):
+    import time
+
+    pid = gce.start_job(tiny)
+    assert pid > 0
+    with pytest.raises(WorkspaceError, match="already running"):
+        gce.start_job(tiny)
+    deadline = time.time() + 90
+    while gce.job_status(tiny)["status"] == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    status = gce.job_status(tiny)
+    assert status["status"] == "done", (status, (gce.job_dir(tiny) / "job.log").read_text()[-2000:])
+    assert gce.load_gce_model(tiny) is not None
