@@ -1,0 +1,595 @@
+"""Per-sample gradient scores (PGD paper section 4) and the noisy-label split (section 5).
+
+Every training sample ``i`` gets the gradient ``g_i`` of its cross-entropy loss with
+respect to the chosen parameters of a "biased" model (by default the loaded model; a GCE
+model from :mod:`diagnostics.gce` on request):
+
+* ``params="last"`` (default): the final classifier only. For an ``nn.Linear`` head fed by
+  the embedding ``e_i`` the gradient has the exact closed form
+  ``(softmax(z_i) - onehot(y_i)) (outer) [e_i, 1]`` (weight rows then bias), computed from the
+  cached inference outputs without running the model. When the cached embedding is not the
+  head's input, the same gradient is taken with ``torch.func`` (``vmap`` over ``grad``).
+* ``params="all"``: every parameter, with ``torch.func.functional_call`` + ``vmap(grad)``
+  in chunks (equal to a per-sample loop to 1e-5, see the tests), reduced to the ``k``
+  dimensions with the largest summed ``|g|`` over the split (two passes: sum ``|g|``, then gather those dimensions), so memory stays ``O(chunk x P)``.
+
+Scores (:func:`gradient_scores`, per class, DESIGN.md section 1) and the compensated-loss
+noise split (:func:`noise_split`) are pure NumPy functions of the gradients and outputs.
+:func:`train_sampling_probabilities` is the contract the pgd repair uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from workspace.cache import InferenceOutputs, cache_key
+from workspace.errors import WorkspaceError
+
+Progress = Callable[[int, int], None]
+PARAM_CHOICES = ("last", "all")
+BIASED_CHOICES = (None, "gce")
+SCORE_COLUMNS = ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
+EPS = 1e-12
+SCORES_VERSION = 4  # bump when a formula changes: invalidates cached score tables
+
+
+# ---- per-sample gradients ----------------------------------------------------------------
+def last_layer_gradients(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Exact per-sample gradients of the CE loss w.r.t. a final ``nn.Linear`` (weight, bias).
+
+    For ``z = W e + b`` and ``L = CE(z, y)``: ``dL/dW = (p - onehot(y)) e^T`` and
+    ``dL/db = p - onehot(y)``, with ``p = softmax(z)``.
+
+    Args:
+        probs: (N, K) float softmax probabilities.
+        labels: (N,) int class indices.
+        embeddings: (N, D) float inputs of the classifier.
+
+    Returns:
+        (N, K * D + K) float32: the flattened weight gradient (row-major, as
+        ``weight.reshape(-1)``) followed by the bias gradient.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    n, k = probs.shape
+    if labels.shape != (n,) or emb.shape[0] != n:
+        raise ValueError(f"shapes do not match: probs {probs.shape}, labels {labels.shape}, embeddings {emb.shape}")
+    delta = probs.copy()
+    delta[np.arange(n), labels] -= 1.0  # (N, K)
+    weight = delta[:, :, None] * emb[:, None, :]  # (N, K, D)
+    return np.concatenate([weight.reshape(n, -1), delta], axis=1)
+
+
+def _loss_fn(task: str):
+    if task == "multi_label":
+        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out, y.float(), reduction="sum")
+    return lambda out, y: nn.functional.cross_entropy(out, y)
+
+
+def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                         names: list[str] | None = None, task: str = "single_label") -> torch.Tensor:
+    """Per-sample loss gradients of one batch with ``torch.func`` (``vmap`` over ``grad``).
+
+    The model runs as it is (use eval mode: BatchNorm then uses its running statistics,
+    which is also what makes the per-sample gradients well defined).
+
+    Args:
+        x: (B, ...) inputs; y: (B,) int labels (or (B, K) multi-hot for multi-label).
+        names: parameter names to differentiate (default: all trainable parameters).
+
+    Returns:
+        (B, P) float32, the parameters concatenated in ``names`` order, each flattened.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    all_params = dict(model.named_parameters())
+    names = list(all_params) if names is None else list(names)
+    missing = [n for n in names if n not in all_params]
+    if missing:
+        raise WorkspaceError(f"the model has no parameter {missing[0]!r}")
+    params = {n: all_params[n].detach() for n in names}
+    # the other parameters enter as constants, so no graph is built for them
+    buffers = {**{n: b.detach() for n, b in model.named_buffers()},
+               **{n: q.detach() for n, q in all_params.items() if n not in params}}
+    loss = _loss_fn(task)
+
+    def sample_loss(p, xi, yi):
+        out = functional_call(model, ({**p}, buffers), (xi.unsqueeze(0),), strict=False)
+        return loss(out, yi.unsqueeze(0))
+
+    grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([grads[n].reshape(x.shape[0], -1) for n in names], dim=1).detach()
+
+
+def loop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names: list[str] | None = None,
+                   task: str = "single_label") -> torch.Tensor:
+    """The same gradients as :func:`per_sample_gradients`, one backward pass per sample.
+
+    The slow reference used by the tests and the benchmark.
+    """
+    all_params = dict(model.named_parameters())
+    names = list(all_params) if names is None else list(names)
+    loss = _loss_fn(task)
+    rows = []
+    for i in range(x.shape[0]):
+        out = model(x[i:i + 1])
+        gs = torch.autograd.grad(loss(out, y[i:i + 1]), [all_params[n] for n in names])
+        rows.append(torch.cat([g.reshape(-1) for g in gs]).detach())
+    return torch.stack(rows)
+
+
+def _check_python_model(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise WorkspaceError("per-sample gradients need a Python model (torch.func cannot differentiate a "
+                             "TorchScript module); use a torchvision or factory model")
+
+
+def classifier_names(model: nn.Module, layer: str) -> list[str]:
+    """Parameter names of the classifier module ``layer`` (its weight and bias)."""
+    return [f"{layer}.{n}" for n, _ in dict(model.named_modules())[layer].named_parameters()]
+
+
+def model_gradients(model: nn.Module, loader, *, names: list[str] | None = None, k: int | None = None,
+                    task: str = "single_label", device: torch.device | str = "cpu",
+                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample gradients over a loader of ``(x, index, ok)`` with labels attached.
+
+    Args:
+        loader: yields ``(x, index, ok)``; ``loader.labels`` are the split's labels by index.
+        names: parameters to differentiate (default all).
+        k: keep only the ``k`` dimensions with the largest summed ``|g|`` over all samples
+            (two passes over the data). None keeps every dimension (only sensible for a
+            small parameter set such as the classifier).
+        progress: ``progress(done, total)``; raise from it to cancel.
+
+    Returns:
+        ``(grads, indices)``: (N, P or k) float32 and the (N,) split positions of the rows
+        (images that failed to load are left out).
+    """
+    _check_python_model(model)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    labels_all = torch.as_tensor(np.asarray(loader.labels))
+    passes = 1 if k is None else 2
+    total = passes * len(loader.dataset)
+    done = 0
+
+    def batches():
+        nonlocal done
+        for x, index, ok in loader:
+            ok = ok.bool()
+            x, index = x[ok], index[ok]
+            if len(index):
+                yield x.to(device), labels_all[index].to(device), index
+            done += len(ok)
+            if progress is not None:
+                progress(done, total)
+
+    if k is None:
+        rows, idx = [], []
+        for x, y, index in batches():
+            rows.append(per_sample_gradients(model, x, y, names=names, task=task).cpu())
+            idx.append(index)
+        if not rows:
+            raise WorkspaceError("none of the images could be loaded")
+        return torch.cat(rows).numpy(), torch.cat(idx).numpy().astype(np.int64)
+    total_abs = None
+    for x, y, _ in batches():  # pass 1: summed |g| per dimension
+        s = per_sample_gradients(model, x, y, names=names, task=task).abs().sum(0, dtype=torch.float64)
+        total_abs = s if total_abs is None else total_abs + s
+    if total_abs is None:
+        raise WorkspaceError("none of the images could be loaded")
+    keep = torch.topk(total_abs, min(int(k), total_abs.numel())).indices.to(device)
+    rows, idx = [], []
+    for x, y, index in batches():  # pass 2: gather the k dominant dimensions
+        rows.append(per_sample_gradients(model, x, y, names=names, task=task)[:, keep].cpu())
+        idx.append(index)
+    return torch.cat(rows).numpy(), torch.cat(idx).numpy().astype(np.int64)
+
+
+# ---- scores (PGD section 4.1 / 4.2) --------------------------------------------------------
+def _logsumexp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    return top + float(np.log(np.exp(x - top).sum()))
+
+
+def log_magnitude_scores(norms: np.ndarray) -> np.ndarray:
+    """``log M(i)``, ``M(i) = (1/||g_i||) / sum_j (1/||g_j||)`` over one class. (N,) -> (N,)."""
+    neg_log = -np.log(np.maximum(np.asarray(norms, dtype=np.float64), EPS))
+    return neg_log - _logsumexp(neg_log)
+
+
+def magnitude_scores(norms: np.ndarray) -> np.ndarray:
+    """``M(i) = (1/||g_i||) / sum_j (1/||g_j||)`` over one class. (N,) -> (N,), sums to 1."""
+    return np.exp(log_magnitude_scores(norms))
+
+
+def vmf_fit(directions: np.ndarray) -> tuple[np.ndarray, float]:
+    """Approximate MLE of a von Mises-Fisher fit (PGD Appendix G, Banerjee et al. 2005).
+
+    Args:
+        directions: (N, d) unit vectors.
+
+    Returns:
+        ``(u, kappa)``: mean direction ``sum v / ||sum v||`` and
+        ``kappa = r (d - r^2) / (1 - r^2)`` with ``r = ||sum v|| / N`` (capped when r -> 1).
+    """
+    v = np.asarray(directions, dtype=np.float64)
+    n, d = v.shape
+    total = v.sum(axis=0)
+    length = float(np.linalg.norm(total))
+    if length < EPS:
+        return np.zeros(d), 0.0  # no preferred direction: uniform on the sphere
+    r = min(length / n, 1.0 - 1e-9)
+    return total / length, r * (d - r * r) / (1.0 - r * r)
+
+
+def log_direction_scores(grads: np.ndarray) -> np.ndarray:
+    """``log D(i)``, ``D(i) = p_dir(i) / sum_j p_dir(j)``, ``p_dir`` the vMF density of ``g_i/||g_i||``.
+
+    ``log p_dir(i) = kappa u.v_i + const`` normalised with a log-sum-exp. In high dimension
+    ``kappa`` is large (hundreds), so ``D`` itself underflows for most samples: rank and
+    combine scores in log space.
+    """
+    g = np.asarray(grads, dtype=np.float64)
+    v = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), EPS)
+    u, kappa = vmf_fit(v)
+    logp = kappa * (v @ u)
+    return logp - _logsumexp(logp)
+
+
+def direction_scores(grads: np.ndarray) -> np.ndarray:
+    """``D(i)`` over one class: (N, P) -> (N,), sums to 1; highest for the sample closest to
+    the mean direction."""
+    return np.exp(log_direction_scores(grads))
+
+
+def log_aggregate_scores(log_m: np.ndarray, log_d: np.ndarray, *, lam: float = 1.0) -> np.ndarray:
+    """``log S`` for the weighted harmonic mean ``S = (1 + lam^2) M D / (lam^2 M + D)``.
+
+    PGD section 4.2 (F-beta form): ``1/S = (1/M + lam^2/D) / (1 + lam^2)``. ``lam = 1`` is
+    the plain harmonic mean, ``lam = 0`` gives ``S = M``, large ``lam`` tends to ``D``.
+    """
+    if lam < 0:
+        raise ValueError(f"lambda must be >= 0, got {lam}")
+    log_m, log_d = np.asarray(log_m, dtype=np.float64), np.asarray(log_d, dtype=np.float64)
+    log_l2 = 2.0 * np.log(lam) if lam > 0 else -np.inf
+    return np.log1p(lam ** 2) + log_m + log_d - np.logaddexp(log_l2 + log_m, log_d)
+
+
+def aggregate_scores(m: np.ndarray, d: np.ndarray, *, lam: float = 1.0) -> np.ndarray:
+    """``S = (1 + lam^2) M D / (lam^2 M + D)`` in linear space (see :func:`log_aggregate_scores`)."""
+    with np.errstate(divide="ignore"):
+        return np.exp(log_aggregate_scores(np.log(m), np.log(d), lam=lam))
+
+
+def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
+                    balance_classes: bool = True) -> pd.DataFrame:
+    """M, D, S and p_s of every sample, computed per class (PGD section 4, DESIGN.md 1).
+
+    Everything is computed in log space; ``p_s = min_j S(j) / S(i)``.
+
+    Args:
+        grads: (N, P) per-sample gradients.
+        labels: (N,) int class indices (the given, possibly noisy, labels).
+        lam: the balance lambda of the harmonic mean (default 1).
+        balance_classes: M and D sum to 1 within each class, so a class's scores scale with
+            1/N_c. With True (default) ``S`` is multiplied by the class size before taking
+            ``p_s``, so rejection sampling keeps the class proportions; for equal class
+            sizes this is exactly the paper's ``p_s``. False: the formula as written (with
+            unequal classes, large classes would be favoured).
+
+    Returns:
+        DataFrame, one row per sample in input order: ``grad_norm, M, D, S, p_s`` and
+        their natural logs ``log_p_s, log_M, log_D, log_S`` (exact where D, S or p_s
+        underflow; p_s is floored at the smallest positive double so it stays in (0, 1]).
+    """
+    grads = np.asarray(grads, dtype=np.float64)
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise WorkspaceError("gradient scores are defined per class for single-label data; "
+                             "multi-label workspaces are not supported")
+    if len(grads) != len(labels):
+        raise ValueError(f"{len(grads)} gradients but {len(labels)} labels")
+    n = len(labels)
+    norms = np.linalg.norm(grads, axis=1)
+    log_m, log_d, log_scale = np.zeros(n), np.zeros(n), np.zeros(n)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        log_m[rows] = log_magnitude_scores(norms[rows])
+        log_d[rows] = log_direction_scores(grads[rows])
+        log_scale[rows] = np.log(len(rows)) if balance_classes else 0.0
+    log_s = log_aggregate_scores(log_m, log_d, lam=lam)
+    log_cmp = log_s + log_scale
+    log_p = (log_cmp.min() - log_cmp) if n else log_cmp
+    p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
+    return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
+                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
+
+
+# ---- noise split (PGD section 5, eq. 2) ----------------------------------------------------
+def compensated_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """``L~_i = CE_i / H(softmax f(x_i))`` and ``delta = sum CE / sum H``.
+
+    Args:
+        probs: (N, K) softmax probabilities; labels: (N,) int given labels.
+
+    Returns:
+        ``(comp_loss (N,), delta)``. ``H`` is floored at 1e-12 (a one-hot prediction).
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0)
+    labels = np.asarray(labels, dtype=np.int64)
+    ce = -np.log(p[np.arange(len(labels)), labels])
+    h = -(p * np.log(p)).sum(axis=1)
+    delta = float(ce.sum() / max(h.sum(), EPS))
+    return ce / np.maximum(h, EPS), delta
+
+
+def noise_split(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Flag likely mislabelled samples: ``L~_i >= delta`` (PGD eq. 2).
+
+    Returns:
+        ``(noisy (N,) bool, comp_loss (N,), delta)``.
+    """
+    comp, delta = compensated_loss(probs, labels)
+    return comp >= delta, comp, delta
+
+
+# ---- the score table ---------------------------------------------------------------------
+def score_table(outputs: InferenceOutputs, grads: np.ndarray, *, lam: float = 1.0,
+                noise_outputs: InferenceOutputs | None = None) -> pd.DataFrame:
+    """One row per scored sample with the CLI's columns.
+
+    Args:
+        outputs: outputs of the biased model (rows aligned with ``grads``).
+        grads: (N, P) per-sample gradients of those rows.
+        noise_outputs: outputs of the model used for the noise split (default ``outputs``;
+            the paper uses a CE-trained "noise model", i.e. the loaded model).
+
+    Returns:
+        Columns ``index, label, pred, grad_norm, M, D, S, p_s, log_p_s, comp_loss, noisy, correct``.
+    """
+    if outputs.multi_label:
+        raise WorkspaceError("gradient scores and the noise split are single-label only")
+    scores = gradient_scores(grads, outputs.labels, lam=lam)
+    noise = noise_outputs if noise_outputs is not None else outputs
+    comp = pd.Series(compensated_loss(noise.probs, noise.labels)[0], index=noise.indices)
+    delta = compensated_loss(noise.probs, noise.labels)[1]
+    frame = pd.DataFrame({"index": outputs.indices, "label": outputs.labels, "pred": outputs.preds})
+    frame = pd.concat([frame, scores], axis=1)
+    frame["comp_loss"] = comp.reindex(outputs.indices).to_numpy()
+    frame["noisy"] = frame["comp_loss"] >= delta
+    frame["correct"] = frame["label"] == frame["pred"]
+    frame.attrs["delta"] = delta
+    return frame
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for the boolean ``positive`` (Mann-Whitney, ties averaged)."""
+    from scipy.stats import rankdata
+
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def planted_summary(frame: pd.DataFrame, planted: dict | None) -> dict:
+    """Recovery of the demo's planted ground truth (empty when there is none).
+
+    Returns:
+        ``minority_auc`` (ROC AUC of p_s for minority samples), ``flip_recall`` (share of
+        flipped labels flagged noisy), ``clean_flagged`` (share of the other samples flagged).
+    """
+    if not planted:
+        return {}
+    out = {}
+    idx = frame["index"].to_numpy()
+    minority = np.isin(idx, planted.get("minority") or [])
+    if minority.any():
+        out["minority_auc"] = roc_auc(frame["log_p_s"].to_numpy(), minority)
+    flipped = np.isin(idx, planted.get("flipped_labels") or [])
+    if flipped.any():
+        noisy = frame["noisy"].to_numpy()
+        out["flip_recall"] = float(noisy[flipped].mean())
+        out["clean_flagged"] = float(noisy[~flipped].mean())
+    return out
+
+
+# ---- workspace level: compute, cache, the pgd contract ------------------------------------
+def _folder(ws) -> Path:
+    path = Path(ws.state_dir) / "gradients"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _head_layer(ws, model: nn.Module) -> tuple[str, bool]:
+    """(classifier module name, whether the cached embedding is exactly its input)."""
+    from workspace.models import find_classifier
+
+    tap = ws.embedding_tap(model)
+    if tap.module is not None and tap.use_input and isinstance(tap.module, nn.Linear):
+        return tap.layer, True
+    return find_classifier(model, ws.example_input(), ws.num_classes), False
+
+
+def _closed_form_ok(outputs: InferenceOutputs, head: nn.Linear) -> bool:
+    """The cached logits really are ``head(embedding)`` (no post-processing after the head)."""
+    if outputs.embeddings is None or outputs.embeddings.shape[1] != head.in_features:
+        return False
+    rows = slice(0, min(64, outputs.n))
+    with torch.no_grad():
+        z = head(torch.from_numpy(outputs.embeddings[rows]).float()).numpy()
+    return bool(np.allclose(z, outputs.logits[rows], rtol=1e-3, atol=1e-3))
+
+
+def _loader(ws, split: str, batch_size: int):
+    from workspace.cache import make_loader
+
+    loader = make_loader(ws.dataset(split), batch_size=batch_size)
+    loader.labels = ws.split(split).labels
+    return loader
+
+
+def compute_gradients(ws, model: nn.Module, outputs: InferenceOutputs, *, split: str = "train",
+                      params: str = "last", k: int = 256, chunk: int = 64, progress: Progress | None = None,
+                      device: str = "auto") -> np.ndarray:
+    """Per-sample gradients of ``model`` on ``split``, rows aligned with ``outputs.indices``.
+
+    ``params="last"`` uses the closed form on the cached outputs when exact, else ``vmap``
+    over the classifier's parameters; ``params="all"`` runs ``vmap`` over every parameter
+    and keeps the ``k`` dominant dimensions.
+    """
+    from workspace.models import select_device
+
+    if params not in PARAM_CHOICES:
+        raise WorkspaceError(f"params must be one of {', '.join(PARAM_CHOICES)}, got {params!r}")
+    if outputs.multi_label:
+        raise WorkspaceError("gradient scores are single-label only; this workspace is multi-label")
+    _check_python_model(model)
+    if params == "last":
+        layer, exact_input = _head_layer(ws, model)
+        head = dict(model.named_modules())[layer]
+        if exact_input and _closed_form_ok(outputs, head):
+            return last_layer_gradients(outputs.probs, outputs.labels, outputs.embeddings).astype(np.float32)
+        names, k_used = classifier_names(model, layer), None
+    else:
+        names, k_used = None, int(k)
+        if k_used < 1:
+            raise WorkspaceError(f"--k must be at least 1, got {k}")
+    dev = select_device(device)
+    work = model if dev.type == "cpu" else __import__("copy").deepcopy(model)
+    grads, idx = model_gradients(work, _loader(ws, split, chunk), names=names, k=k_used, task=ws.task,
+                                 device=dev, progress=progress)
+    order = pd.Series(np.arange(len(idx)), index=idx).reindex(outputs.indices)
+    if order.isna().any():
+        raise WorkspaceError("the gradient pass and the cached outputs disagree on which images load")
+    return grads[order.to_numpy().astype(np.int64)]
+
+
+def _atomic_save(path: Path, frame: pd.DataFrame) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+        np.savez(f, **{c: frame[c].to_numpy() for c in frame.columns},
+                 __attrs__=np.array(json.dumps(frame.attrs)))
+    os.replace(f.name, path)
+
+
+def _load(path: Path) -> pd.DataFrame | None:
+    try:
+        with np.load(path) as z:
+            frame = pd.DataFrame({c: z[c] for c in z.files if c != "__attrs__"})
+            frame.attrs.update(json.loads(str(z["__attrs__"])))
+        return frame
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def compute_scores(ws, version: str = "orig", *, split: str = "train", params: str = "last", k: int = 256,
+                   lam: float = 1.0, biased_model: str | None = None, progress: Progress | None = None,
+                   rebuild: bool = False) -> pd.DataFrame:
+    """The score table of a split, from the on-disk cache or one computation.
+
+    Args:
+        version: model version whose outputs drive the noise split and, when
+            ``biased_model`` is None, the gradients.
+        biased_model: None (the model version itself) or ``"gce"`` (the GCE-trained biased
+            model of :mod:`diagnostics.gce`, trained first if missing).
+        progress: ``progress(done, total)`` over the passes; raise from it to cancel.
+
+    Returns:
+        :func:`score_table`'s frame; ``frame.attrs`` holds ``delta``, ``source`` and, on
+        the demo, the planted-recovery numbers of :func:`planted_summary`.
+
+    Cached under ``ws.state_dir / "gradients"``, keyed by the version's outputs key (model
+    checksum + data fingerprint + transform) and every option.
+    """
+    if params not in PARAM_CHOICES:
+        raise WorkspaceError(f"params must be one of {', '.join(PARAM_CHOICES)}, got {params!r}")
+    if biased_model not in BIASED_CHOICES:
+        raise WorkspaceError(f"biased_model must be None or 'gce', got {biased_model!r}")
+    if lam < 0:
+        raise WorkspaceError(f"lambda must be >= 0, got {lam}")
+    if ws.multi_label:
+        raise WorkspaceError("gradient scores and the noise split are single-label only; this workspace is multi-label")
+    from diagnostics import gce
+
+    base_key = ws.outputs_key(split, version)
+    source_key = gce.gce_key(ws) if biased_model == "gce" else version
+    key = cache_key(str(SCORES_VERSION), base_key, source_key, params, str(k if params == "all" else 0), f"{lam:g}")
+    path = _folder(ws) / f"scores-{split}-{key}.npz"
+    if not rebuild and path.is_file():
+        found = _load(path)
+        if found is not None:
+            return found
+    outputs = ws.outputs(split, version, progress=progress)
+    if biased_model == "gce":
+        if split != "train":
+            raise WorkspaceError("the GCE biased model scores the train split only")
+        model = gce.load_or_train(ws, progress=progress)
+        bias_out = gce.gce_outputs(ws, model, progress=progress)
+    else:
+        model, bias_out = ws.model(version), outputs
+    grads = compute_gradients(ws, model, bias_out, split=split, params=params, k=k, progress=progress)
+    frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
+    frame.attrs.update({"source": biased_model or version, "version": version, "params": params,
+                        "k": int(k) if params == "all" else None, "lam": float(lam),
+                        "effective_share": effective_share(frame["p_s"].to_numpy()),
+                        **(planted_summary(frame, ws.planted) if split == "train" else {})})
+    _atomic_save(path, frame)
+    return frame
+
+
+def effective_share(p_s: np.ndarray) -> float:
+    """Effective sample size of sampling weights as a share of N: ``(sum p)^2 / (N sum p^2)``.
+
+    1 for uniform weights, 1/N when one sample takes all the mass (a degenerate sampler).
+    """
+    p = np.asarray(p_s, dtype=np.float64)
+    return float(p.sum() ** 2 / (len(p) * (p ** 2).sum())) if len(p) else float("nan")
+
+
+def train_sampling_probabilities(ws, version: str = "orig", *, progress: Progress | None = None,
+                                 biased_model: str | None = None, lam: float = 0.0) -> np.ndarray:
+    """p_s of every train sample, for the pgd repair's rejection sampler (PGD Algorithm 1).
+
+    Args:
+        version: the model version (the biased model when ``biased_model`` is None).
+        biased_model: None or ``"gce"``.
+        lam: the balance lambda of S. Default 0 (``S = M``, so ``p_s = ||g_i|| / max_j ||g_j||``
+            per class: the magnitude-only sampler of the published PGD paper, ICLR 2023).
+            With ``lam > 0`` the vMF direction score enters; in the dimension of a classifier
+            gradient (hundreds) its concentration ``kappa`` is in the hundreds, D spans
+            hundreds of orders of magnitude and p_s collapses onto a handful of samples
+            (effective sample share ~1/N on the demo), which a rejection sampler cannot use.
+            The page shows both; see :func:`effective_share`.
+
+    Returns:
+        (len(ws.split("train")),) float64 in (0, 1], aligned with train split positions;
+        samples skipped at load get 1. Cached on disk (see :func:`compute_scores`).
+    """
+    frame = compute_scores(ws, version, split="train", biased_model=biased_model, lam=lam, progress=progress)
+    p_s = np.ones(len(ws.split("train")), dtype=np.float64)
+    p_s[frame["index"].to_numpy()] = frame["p_s"].to_numpy()
+    return p_s
+
+
+def sampling_weights_frame(ws, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pgd export: one row per train position, ``index, p_s, noisy`` (skipped: p_s 1)."""
+    n = len(ws.split("train"))
+    p_s = np.ones(n)
+    noisy = np.zeros(n, dtype=bool)
+    p_s[frame["index"].to_numpy()] = frame["p_s"].to_numpy()
+    noisy[frame["index"].to_numpy()] = frame["noisy"].to_numpy()
+    return pd.DataFrame({"index": np.arange(n), "p_s": p_s, "noisy": noisy})

@@ -1,0 +1,141 @@
+"""Workspace-level gradient scores, the pgd contract, the CLI and the GCE job (tiny workspace)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diagnostics import gce
+from diagnostics import gradients as G
+from workspace.cli import run_cli
+from workspace.core import open_workspace
+from workspace.errors import WorkspaceError
+
+
+@pytest.fixture
+def tiny(tiny_workspace):
+    return open_workspace(tiny_workspace)
+
+
+def test_closed_form_matches_vmap_on_the_workspace_model(tiny):
+    out = tiny.outputs("train")
+    model = tiny.model()
+    closed = G.compute_gradients(tiny, model, out, params="last")
+    names = G.classifier_names(model, "head")
+    loader = G._loader(tiny, "train", 5)
+    vm, idx = G.model_gradients(model, loader, names=names)
+    assert idx.tolist() == out.indices.tolist()
+    np.testing.assert_allclose(closed, vm, atol=1e-5)
+
+
+def test_compute_scores_columns_cache_and_contract(tiny):
+    frame = G.compute_scores(tiny)
+    assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"]) <= set(frame.columns)
+    assert len(frame) == 12 and frame["index"].tolist() == list(range(12))
+    assert ((frame["p_s"] > 0) & (frame["p_s"] <= 1)).all() and frame["p_s"].max() == 1.0
+    assert frame.attrs["delta"] > 0
+    files = list((tiny.state_dir / "gradients").glob("scores-train-*.npz"))
+    assert len(files) == 1
+    again = G.compute_scores(tiny)  # from disk
+    pd.testing.assert_frame_equal(frame, again)
+    p_s = G.train_sampling_probabilities(tiny)  # lam = 0: p_s = ||g_i|| / max ||g_j|| per class (equal sizes)
+    assert p_s.shape == (12,)
+    labels = frame["label"].to_numpy()
+    norms = frame["grad_norm"].to_numpy()
+    s = np.array([(1 / norms[i]) / (1 / norms[labels == labels[i]]).sum() for i in range(12)])
+    np.testing.assert_allclose(p_s, s.min() / s)
+    assert p_s.max() == 1.0 and G.effective_share(p_s) > 0.3
+    weights = G.sampling_weights_frame(tiny, frame)
+    assert list(weights.columns) == ["index", "p_s", "noisy"] and len(weights) == 12
+
+
+def test_all_parameter_scores_on_workspace(tiny):
+    frame = G.compute_scores(tiny, params="all", k=7)
+    assert frame.attrs["k"] == 7 and len(frame) == 12 and np.isfinite(frame["log_p_s"]).all()
+
+
+def test_skipped_images_get_p_s_one(tiny_workspace):
+    bad = sorted((tiny_workspace.parent / "data" / "train" / "dog").glob("*.png"))[0]
+    bad.write_bytes(b"not a png")
+    ws = open_workspace(tiny_workspace)
+    position = ws.split("train").ids.index(str(bad))
+    p_s = G.train_sampling_probabilities(ws)
+    assert p_s.shape == (12,) and p_s[position] == 1.0
+    assert (p_s > 0).all()
+
+
+def test_bad_options_are_refused(tiny):
+    with pytest.raises(WorkspaceError, match="params must be one of last, all"):
+        G.compute_scores(tiny, params="some")
+    with pytest.raises(WorkspaceError, match="biased_model"):
+        G.compute_scores(tiny, biased_model="lff")
+
+
+def test_cli_writes_csv_and_refuses_to_overwrite(tiny_workspace, tmp_path, capsys):
+    from diagnostics.__main__ import main
+
+    out = tmp_path / "scores.csv"
+    assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 12 and result["out"] == str(out)
+    csv = pd.read_csv(out)
+    assert list(csv.columns) == ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
+    assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(tmp_path / "b.csv"),
+                          "--k", "0", "--params", "all"]) == 2
+
+
+def test_gce_loss_hand_value():
+    logits = torch.tensor([[0.0, 0.0]])  # p_y = 0.5
+    assert gce.gce_loss(logits, torch.tensor([1]), 0.7).item() == pytest.approx((1 - 0.5 ** 0.7) / 0.7)
+
+
+def test_gce_training_leaves_loaded_model_untouched(tiny):
+    before = {k: v.clone() for k, v in tiny.model().state_dict().items()}
+    steps = []
+    model = gce.train_gce_model(tiny, gce.GCEConfig(epochs=1, batch_size=4), progress=lambda d, t: steps.append(d))
+    assert steps == [1, 2, 3]
+    for k, v in tiny.model().state_dict().items():
+        assert torch.equal(v, before[k])
+    assert not torch.equal(model.head.weight, before["head.weight"])
+
+
+def test_gce_job_runs_and_can_be_cancelled(tiny):
+    config = gce.GCEConfig(epochs=1, batch_size=4)
+    assert gce.job_status(tiny, config)["status"] == "none"
+    gce.cancel_job(tiny, config)  # a cancel request is honoured at the first step
+    with pytest.raises(gce.Cancelled):
+        gce.run_job(tiny, config)
+    assert gce.job_status(tiny, config)["status"] == "cancelled"
+    result = gce.run_job(tiny, config)
+    assert result["status"] == "done" and gce.job_status(tiny, config)["status"] == "done"
+    assert gce.load_gce_model(tiny, config) is not None
+
+
+def test_gce_scores_use_the_trained_biased_model(tiny):
+    frame = G.compute_scores(tiny, biased_model="gce")
+    assert frame.attrs["source"] == "gce" and len(frame) == 12
+    assert gce.weights_path(tiny).is_file()
+    loaded = G.compute_scores(tiny)
+    assert not np.allclose(frame["grad_norm"], loaded["grad_norm"])
+    np.testing.assert_allclose(frame["comp_loss"], loaded["comp_loss"])  # noise split: the loaded model
+
+
+def test_gce_background_process_end_to_end(tiny):
+    import time
+
+    pid = gce.start_job(tiny)
+    assert pid > 0
+    with pytest.raises(WorkspaceError, match="already running"):
+        gce.start_job(tiny)
+    deadline = time.time() + 90
+    while gce.job_status(tiny)["status"] == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    status = gce.job_status(tiny)
+    assert status["status"] == "done", (status, (gce.job_dir(tiny) / "job.log").read_text()[-2000:])
+    assert gce.load_gce_model(tiny) is not None
