@@ -1,0 +1,287 @@
+"""Object masks for the Grad-CAM associations: where they come from and how they are read.
+
+A mask source answers ``objects(i) -> {object name: (H, W) bool}`` for image ``i`` of a
+split (at the image's own resolution), ``object_names()`` and ``fingerprint()``.
+
+Sources, in the order :func:`load_masks` tries them:
+
+1. the workspace's own masks (``ws.masks(split)``; the demo's exact ground truth);
+2. ``[data] masks = "instances.json"`` in ``workspace.toml``: **COCO-style instance
+   annotations** (see :data:`MASKS_HELP`), one file for both splits;
+3. ``[data] masks = "masks/"``: **a folder of per-image label-map PNGs** plus a label map
+   JSON (see :data:`MASKS_HELP`).
+
+A torchvision segmentation model as a mask source is not implemented (nothing here
+downloads weights); export its predictions as a mask folder instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from workspace.errors import WorkspaceError
+
+MASKS_HELP = """\
+Add object masks with `masks = "..."` under `[data]` in workspace.toml (path relative to the file):
+
+* **COCO instances JSON** (`masks = "instances.json"`): `{"images": [{"id", "file_name",
+  "width", "height"}], "annotations": [{"image_id", "category_id", "segmentation", "bbox"}],
+  "categories": [{"id", "name"}]}`. `segmentation` may be polygons (`[[x1, y1, x2, y2, ...]]`)
+  or RLE (`{"size": [h, w], "counts": ...}`); without it the `bbox` `[x, y, w, h]` is used.
+  `file_name` is matched to the split's image paths by the longest common path suffix
+  (e.g. `cat/001.jpg` matches `.../train/cat/001.jpg`). Instances of one category are merged.
+* **Mask folder** (`masks = "masks/"`): `masks/labels.json` = `{"1": "grass", "2": "sky"}`
+  (pixel value -> object name; 0 and unlisted values are background) and one single-channel
+  PNG label map per image, named like the image with `.png`, at
+  `masks/<split>/<path inside the split folder>.png` (split = `train`/`eval` or the split
+  folder's own name), `masks/<path inside the split folder>.png`, or `masks/<image name>.png`.
+
+Images without annotations simply have no objects. A segmentation model is not run here:
+save its predictions as a mask folder.
+"""
+
+
+def _rel_suffixes(path: str) -> list[str]:
+    parts = Path(path).parts
+    return ["/".join(parts[k:]) for k in range(len(parts))]  # longest first
+
+
+def decode_rle(counts, height: int, width: int) -> np.ndarray:
+    """COCO RLE (list of run lengths, or the compressed string) -> (H, W) bool."""
+    if isinstance(counts, str):
+        counts = _rle_from_string(counts)
+    flat = np.zeros(height * width, dtype=bool)
+    pos, value = 0, False
+    for run in counts:
+        if value:
+            flat[pos:pos + run] = True
+        pos += run
+        value = not value
+    return flat.reshape(width, height).T  # COCO RLE runs down columns
+
+
+def _rle_from_string(s: str) -> list[int]:
+    # pycocotools maskApi.c rleFrString: 5-bit groups, sign bit, delta from counts[-2]
+    counts, p = [], 0
+    while p < len(s):
+        x, k, more = 0, 0, 1
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = c & 0x20
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def rasterize_annotation(ann: dict, height: int, width: int) -> np.ndarray:
+    """One COCO annotation -> (H, W) bool (polygons, RLE, else the bbox)."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict) and "counts" in seg:
+        h, w = seg.get("size", (height, width))
+        mask = decode_rle(seg["counts"], int(h), int(w))
+        if mask.shape != (height, width):
+            mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+        return mask
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    if isinstance(seg, list) and seg:
+        for poly in seg:
+            if len(poly) >= 6:
+                draw.polygon([(float(poly[j]), float(poly[j + 1])) for j in range(0, len(poly) - 1, 2)], fill=1)
+    elif ann.get("bbox"):
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+class CocoMasks:
+    """Masks from a COCO-style instance annotation file, matched to one split's images."""
+
+    def __init__(self, path: Path, split):
+        self.path = Path(path)
+        self.split = split
+        try:
+            doc = json.loads(self.path.read_text())
+            categories = {int(c["id"]): str(c["name"]) for c in doc["categories"]}
+            images = doc["images"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise WorkspaceError(f"{self.path.name} is not a COCO instances file "
+                                 f"(needs images, annotations, categories): {exc}") from None
+        self.categories = categories
+        by_name = {str(img["file_name"]).replace("\\", "/").lstrip("./"): img for img in images}
+        anns: dict[int, list[dict]] = {}
+        for ann in doc.get("annotations", []):
+            if int(ann.get("category_id", -1)) in categories:
+                anns.setdefault(int(ann["image_id"]), []).append(ann)
+        self._image = []  # per split position: the COCO image entry or None
+        for sid in split.ids:
+            self._image.append(next((by_name[s] for s in _rel_suffixes(sid) if s in by_name), None))
+        self._anns = anns
+        self.matched = sum(img is not None for img in self._image)
+
+    def __len__(self) -> int:
+        return len(self._image)
+
+    def object_names(self) -> list[str]:
+        return sorted(set(self.categories.values()))
+
+    def objects(self, index: int) -> dict[str, np.ndarray]:
+        img = self._image[index]
+        if img is None:
+            return {}
+        if img.get("width") and img.get("height"):
+            width, height = int(img["width"]), int(img["height"])
+        else:
+            width, height = self.split.load(index).size
+        out: dict[str, np.ndarray] = {}
+        for ann in self._anns.get(int(img["id"]), []):
+            name = self.categories[int(ann["category_id"])]
+            mask = rasterize_annotation(ann, height, width)
+            out[name] = out[name] | mask if name in out else mask
+        return out
+
+    def fingerprint(self) -> str:
+        st = self.path.stat()
+        return _hash(str(self.path), st.st_size, st.st_mtime_ns, self.split.fingerprint())
+
+
+class MaskFolder:
+    """Masks from per-image label-map PNGs and ``labels.json`` (layout in :data:`MASKS_HELP`)."""
+
+    LABEL_FILES = ("labels.json", "label_map.json")
+
+    def __init__(self, folder: Path, split, *, split_name: str, split_root: Path):
+        self.folder = Path(folder)
+        self.split = split
+        label_file = next((self.folder / n for n in self.LABEL_FILES if (self.folder / n).is_file()), None)
+        if label_file is None:
+            raise WorkspaceError(f"mask folder {self.folder} needs labels.json mapping pixel values "
+                                 'to object names, e.g. {"1": "grass", "2": "sky"}')
+        try:
+            self.names = {int(k): str(v) for k, v in json.loads(label_file.read_text()).items() if int(k) != 0}
+        except (ValueError, AttributeError) as exc:
+            raise WorkspaceError(f"{label_file.name} must map integer pixel values to names: {exc}") from None
+        pngs = {p.relative_to(self.folder).with_suffix("").as_posix(): p
+                for p in self.folder.rglob("*.png")}
+        stems: dict[str, list[Path]] = {}
+        for p in pngs.values():
+            stems.setdefault(p.stem, []).append(p)
+        root = Path(split_root)
+        root = root.parent if root.is_file() else root
+        self._files: list[Path | None] = []
+        for sid in split.ids:
+            path = Path(sid)
+            try:
+                rel = path.relative_to(root).with_suffix("").as_posix()
+            except ValueError:
+                rel = path.stem
+            keys = [f"{split_name}/{rel}", f"{root.name}/{rel}", rel]
+            found = next((pngs[k] for k in keys if k in pngs), None)
+            if found is None and len(stems.get(path.stem, [])) == 1:
+                found = stems[path.stem][0]
+            self._files.append(found)
+        self.matched = sum(f is not None for f in self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def object_names(self) -> list[str]:
+        return sorted(set(self.names.values()))
+
+    def objects(self, index: int) -> dict[str, np.ndarray]:
+        path = self._files[index]
+        if path is None:
+            return {}
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16", "1"):
+                raise WorkspaceError(f"mask {path.name} is {img.mode}; mask PNGs must be single-channel "
+                                     "label maps (pixel value = object id)")
+            label_map = np.asarray(img).astype(np.int64)
+        out: dict[str, np.ndarray] = {}
+        for value in np.unique(label_map):
+            name = self.names.get(int(value))
+            if name is not None:
+                out[name] = out[name] | (label_map == value) if name in out else label_map == value
+        return out
+
+    def fingerprint(self) -> str:
+        stats = [(str(f), f.stat().st_mtime_ns) if f else None for f in self._files]
+        return _hash(json.dumps(stats), json.dumps(self.names), self.split.fingerprint())
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def masks_fingerprint(source) -> str:
+    """A hash of a mask source's content (sources without ``fingerprint()`` are hashed here)."""
+    if hasattr(source, "fingerprint"):
+        return source.fingerprint()
+    h = hashlib.sha256()
+    maps = getattr(source, "label_maps", None)
+    if maps is not None:  # the demo's LabelMapMasks
+        h.update(np.ascontiguousarray(maps).tobytes())
+        h.update(json.dumps(source.names, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+    return _hash(type(source).__name__, id(source))
+
+
+def load_masks(ws, split: str):
+    """The mask source of a workspace split, or None when the workspace has none.
+
+    Raises:
+        WorkspaceError: ``[data] masks`` names something that is neither a .json file
+            nor a folder, or a malformed file.
+    """
+    source = ws.masks(split)
+    if source is not None:
+        return source
+    path = getattr(ws.config.data, "masks", None)
+    if not path:
+        return None
+    path = Path(path)
+    data = ws.split(split)
+    if path.is_file() and path.suffix.lower() == ".json":
+        return CocoMasks(path, data)
+    if path.is_dir():
+        split_root = getattr(ws.config.data, split)
+        return MaskFolder(path, data, split_name=split, split_root=split_root)
+    raise WorkspaceError(f"[data] masks = {path} is neither a COCO .json file nor a mask folder")
+
+
+def mask_to_input(mask: np.ndarray, *, resize: int, crop: int | None = None) -> np.ndarray:
+    """Apply the model transform's geometry (resize, centre crop) to a (H, W) bool mask.
+
+    Mirrors :func:`workspace.data.build_transform`: ``Resize((r, r))`` without a crop,
+    ``Resize(r)`` (shorter side) then ``CenterCrop(c)`` with one. Nearest neighbour.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None]
+    size = [resize] if crop else [resize, resize]
+    if tuple(t.shape[-2:]) != ((resize, resize) if not crop else None):
+        t = TF.resize(t, size, interpolation=InterpolationMode.NEAREST)
+    if crop:
+        t = TF.center_crop(t, [crop, crop])
+    return t[0].numpy().astype(bool)
+
+
+def image_to_input(img: Image.Image, *, resize: int, crop: int | None = None) -> np.ndarray:
+    """The image as the model sees it, before normalisation: (H, W, 3) uint8."""
+    size = [resize] if crop else [resize, resize]
+    img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if crop:
+        img = TF.center_crop(img, [crop, crop])
+    return np.asarray(img.convert("RGB"))
