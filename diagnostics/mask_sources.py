@@ -177,9 +177,6 @@ class MaskFolder:
             raise WorkspaceError(f"{label_file.name} must map integer pixel values to names: {exc}") from None
         pngs = {p.relative_to(self.folder).with_suffix("").as_posix(): p
                 for p in self.folder.rglob("*.png")}
-        stems: dict[str, list[Path]] = {}
-        for p in pngs.values():
-            stems.setdefault(p.stem, []).append(p)
         root = Path(split_root)
         root = root.parent if root.is_file() else root
         self._files: list[Path | None] = []
@@ -189,11 +186,8 @@ class MaskFolder:
                 rel = path.relative_to(root).with_suffix("").as_posix()
             except ValueError:
                 rel = path.stem
-            keys = [f"{split_name}/{rel}", f"{root.name}/{rel}", rel]
-            found = next((pngs[k] for k in keys if k in pngs), None)
-            if found is None and len(stems.get(path.stem, [])) == 1:
-                found = stems[path.stem][0]
-            self._files.append(found)
+            keys = [f"{split_name}/{rel}", f"{root.name}/{rel}", rel, path.stem]  # stem: masks/<name>.png
+            self._files.append(next((pngs[k] for k in keys if k in pngs), None))
         self.matched = sum(f is not None for f in self._files)
 
     def __len__(self) -> int:
