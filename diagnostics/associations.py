@@ -165,28 +165,39 @@ def association_rows(shares: ObjectShares, result: GradCamResult, cls: int, obj:
     return df.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def cooccurring_classes(shares: ObjectShares, labels: np.ndarray, obj: str, cls: int, *, top: int = 3) -> list[tuple[int, float]]:
+def cooccurring_classes(shares: ObjectShares, labels: np.ndarray, obj: str, cls: int, *, top: int = 3,
+                        result: GradCamResult | None = None) -> list[tuple[int, float]]:
     """Classes (other than ``cls``) whose images most often contain ``obj``.
 
     Args:
         labels: the split's labels indexed by split position ((N,) int or (N, K) multi-hot).
+        result: when given, classes are ranked first by how many of their images that
+            contain ``obj`` are explained as ``cls`` (confusions the object may cause), then
+            by the co-occurrence fraction.
 
     Returns:
-        Up to ``top`` (class, fraction of its explained images containing obj), fraction > 0,
-        highest first.
+        Up to ``top`` (class, fraction of its explained images containing obj), fraction > 0.
     """
     j = shares.object_names.index(obj)
     lab = np.asarray(labels)[shares.image_indices]
     onehot = lab > 0.5 if lab.ndim == 2 else np.eye(int(max(lab.max(), cls)) + 1, dtype=bool)[lab]
     has = shares.present_images[:, j]
     per_class = (onehot & has[:, None]).sum(axis=0) / np.maximum(onehot.sum(axis=0), 1)
-    order = [k for k in np.argsort(-per_class, kind="stable") if k != cls and per_class[k] > 0]
-    return [(int(k), float(per_class[k])) for k in order[:top]]
+    confused = np.zeros(len(per_class))
+    if result is not None:
+        as_cls = np.isin(shares.image_indices, result.indices[result.classes == cls])
+        confused = (onehot & (has & as_cls)[:, None]).sum(axis=0)
+    order = np.lexsort((-per_class, -confused))
+    keep = [k for k in order if k != cls and per_class[k] > 0]
+    return [(int(k), float(per_class[k])) for k in keep[:top]]
 
 
 def repair_targets(reviews: list[dict], shares: ObjectShares, labels: np.ndarray, class_names, *,
-                   top: int = 3) -> list[list[str]]:
-    """Confusion repair targets from reviews marked spurious: [class, co-occurring class] pairs."""
+                   top: int = 3, result: GradCamResult | None = None) -> list[list[str]]:
+    """Confusion repair targets from reviews marked spurious: [class, co-occurring class] pairs.
+
+    See :func:`cooccurring_classes` for how the partner classes are chosen.
+    """
     pairs: list[list[str]] = []
     for rev in reviews:
         if rev.get("verdict") != "spurious":
@@ -195,7 +206,7 @@ def repair_targets(reviews: list[dict], shares: ObjectShares, labels: np.ndarray
         if cls_name not in class_names or obj not in shares.object_names:
             continue
         cls = list(class_names).index(cls_name)
-        for k, _ in cooccurring_classes(shares, labels, obj, cls, top=top):
+        for k, _ in cooccurring_classes(shares, labels, obj, cls, top=top, result=result):
             pair = [cls_name, class_names[k]]
             if pair not in pairs and pair[::-1] not in pairs:
                 pairs.append(pair)

@@ -70,4 +70,4 @@ else:
     w.review_form(ws, cls_name, obj, version)
     w.gallery(ws, split, result, shares, masks, ws.class_names.index(cls_name), obj, threshold)
 
-w.reviewed_list(ws, version, table, shares, ws.split(split).labels)
+w.reviewed_list(ws, version, table, result, shares, ws.split(split).labels)

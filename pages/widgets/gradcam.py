@@ -102,7 +102,7 @@ def review_form(ws, cls_name: str, obj: str, version: str) -> None:
             st.success(f"Saved: {cls_name} <- {obj} is {verdict}.")
 
 
-def reviewed_list(ws, version: str, table: pd.DataFrame, shares, labels) -> None:
+def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares, labels) -> None:
     """The reviewed associations: table, CSV export, and "use as repair target"."""
     reviews = ws.store.list_reviews(KIND, model_version=version)
     st.subheader(f"Reviewed associations ({len(reviews)})")
@@ -122,9 +122,9 @@ def reviewed_list(ws, version: str, table: pd.DataFrame, shares, labels) -> None
     st.dataframe(df, hide_index=True, key="gc_reviews")
     st.download_button("Export CSV", df.to_csv(index=False), file_name=f"associations-{version}.csv",
                        mime="text/csv", key="gc_export")
-    pairs = repair_targets(reviews, shares, labels, ws.class_names)
+    pairs = repair_targets(reviews, shares, labels, ws.class_names, result=result)
     if st.button("Use as repair target", key="gc_use_target", disabled=not pairs,
-                 help="Pairs (class, class whose images most often contain the spurious object)"):
+                 help="Pairs (class, classes whose images contain the spurious object, most often explained as the class first)"):
         st.session_state[ui.TARGETS] = {"kind": "confusion", "targets": pairs}
         st.session_state[ui.TARGETS_SOURCE] = "Grad-CAM page"
         st.success("Repair target set: " + "; ".join(f"{a}, {b}" for a, b in pairs))

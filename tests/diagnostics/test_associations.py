@@ -66,6 +66,9 @@ def test_association_rows_and_repair_targets():
     labels = np.array([0, 1, 0, 2, 1])
     # per class: class1 images {1, 4}: 1 of 2 has grass; class2 {3}: 1 of 1
     assert cooccurring_classes(os_, labels, "grass", 0) == [(2, 1.0), (1, 0.5)]
+    # with the Grad-CAM rows: class 1's grass image 1 is explained as class 0 -> ranked first
+    assert cooccurring_classes(os_, labels, "grass", 0, result=result) == [(1, 0.5), (2, 1.0)]
+    assert cooccurring_classes(os_, labels, "grass", 0, top=1) == [(2, 1.0)]
     reviews = [{"key": "tri|grass", "verdict": "spurious"}, {"key": "tri|cloud", "verdict": "legitimate"},
                {"key": "gone|grass", "verdict": "spurious"}]
     assert repair_targets(reviews, os_, labels, ("tri", "sq", "star")) == [["tri", "star"], ["tri", "sq"]]
