@@ -1,4 +1,4 @@
-"""``python -m diagnostics gradcam --workspace W [--split eval] [--threshold T] [--json]``.
+"""``python -m diagnostics gradcam --workspace W [--split eval] [--threshold T] [--target CLASS] [--json]``.
 
 Prints ``{"associations": [{"class", "object", "count", "rate", "share_mean",
 "count_correct", "count_wrong"}]}`` sorted by rate descending (see
@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="relevance share at which an object counts as driving the prediction (default 0.3)")
     p.add_argument("--version", default="orig", help="model version (default orig)")
+    p.add_argument("--target", default=None, metavar="CLASS",
+                   help="explain this class for every image instead of the predicted class")
     p.add_argument("--top", type=int, default=0, help="keep only the first N associations (0 = all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> dict:
     with tqdm_progress("inference") as progress:
         outputs = ws.outputs(args.split, args.version, progress=progress)
     with tqdm_progress("grad-cam") as progress:
-        result = workspace_gradcam(ws, args.split, args.version, progress=progress, outputs=outputs)
+        result = workspace_gradcam(ws, args.split, args.version, target=args.target, progress=progress,
+                                   outputs=outputs)
     with tqdm_progress("object shares") as progress:
         shares = workspace_shares(ws, result, masks, progress=progress)
     df = aggregate_associations(shares.shares, result.classes, result.correct, class_names=ws.class_names,

@@ -201,7 +201,7 @@ def gradcam_key(ws, split: str, version: str, layer: str, target: str) -> str:
 
 
 def _cache_paths(ws, split: str, version: str, key: str) -> tuple[Path, Path]:
-    base = _cache_dir(ws) / version / f"{split}-{key}"
+    base = _cache_dir(ws) / version / f"{split}-cam-{key}"
     return base.with_suffix(".npz"), base.with_suffix(".json")
 
 
@@ -268,3 +268,12 @@ def _save(ws, result: GradCamResult, key: str) -> None:
     tmp.write_text(json.dumps({"input_size": list(result.input_size), "layer": result.layer,
                                "target": result.target}))
     os.replace(tmp, meta)
+    # entries of the same split and target made for older weights, data or layer are stale
+    for old in arrays.parent.glob(f"{result.split}-cam-*.json"):
+        try:
+            stale = old.stem != arrays.stem and json.loads(old.read_text()).get("target") == result.target
+        except (OSError, ValueError):
+            stale = False
+        if stale:
+            old.with_suffix(".npz").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)

@@ -142,7 +142,12 @@ def test_workspace_gradcam_is_cached_on_disk(tiny_workspace):
     second = workspace_gradcam(again, "eval")
     np.testing.assert_array_equal(first.cams, second.cams)
     chosen = workspace_gradcam(ws, "eval", target="dog")
+    assert len(list((ws.state_dir / "gradcam").rglob("*.npz"))) == 2  # one per target
     assert chosen.classes.tolist() == [1] * 9 and chosen.target == "dog"
     assert chosen.correct.tolist() == (out.labels == 1).tolist()
     with pytest.raises(WorkspaceError, match="unknown class"):
         workspace_gradcam(ws, "eval", target="zebra")
+    # new weights: a new entry replaces the stale one of the same split and target
+    ws.outputs_key = lambda split, version="orig", _k=ws.outputs_key: _k(split, version) + "x"
+    workspace_gradcam(ws, "eval")
+    assert len(list((ws.state_dir / "gradcam").rglob("*.npz"))) == 2
