@@ -84,3 +84,19 @@ def test_workspace_without_masks_says_how_to_add_them(tiny_workspace):
     at = open_page(str(tiny_workspace))
     info = " ".join(i.value for i in at.info)
     assert "no object masks" in info and 'masks = "instances.json"' in info and "labels.json" in info
+
+
+def test_torchscript_model_page_says_why(tiny_workspace):
+    import importlib.util
+
+    import torch
+
+    root = tiny_workspace.parent
+    spec = importlib.util.spec_from_file_location("tinynet_ts_page", root / "tinynet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.jit.script(module.build(3)).save(str(root / "model.pt"))
+    tiny_workspace.write_text(tiny_workspace.read_text().replace(
+        'factory = "tinynet:build"\nweights = "weights.pth"', 'torchscript = "model.pt"'))
+    at = open_page(str(tiny_workspace))
+    assert any("Grad-CAM is not available" in e.value and "TorchScript" in e.value for e in at.error)
