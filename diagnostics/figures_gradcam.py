@@ -25,7 +25,8 @@ def association_heatmap(df: pd.DataFrame, *, value: str = "rate", class_names=No
     rows = list(class_names) if class_names is not None else list(dict.fromkeys(df["class"]))
     table = df.pivot_table(index="class", columns="object", values=value, aggfunc="first")
     table = table.reindex(index=[c for c in rows if c in table.index])
-    objects = sorted(table.columns, key=lambda o: (o in rows, o))  # context objects first
+    # context objects first, then objects named like classes in class order (a diagonal)
+    objects = sorted(o for o in table.columns if o not in rows) + [c for c in rows if c in table.columns]
     table = table[objects]
     counts = df.pivot_table(index="class", columns="object", values="count", aggfunc="first")
     counts = counts.reindex(index=table.index, columns=table.columns)

@@ -42,10 +42,12 @@ def gradcam_and_shares(ws, split: str, version: str, masks, target: str | None):
                 st.session_state[CANCELLED] = False
             outputs = ui.outputs(ws, split, version)
             st.session_state[CANCELLED] = True  # cleared below; left set if the run is interrupted
-            st.button("Cancel", key="gc_cancel", help="Stops the Grad-CAM pass (nothing partial is kept)")
+            slot = st.empty()
+            slot.button("Cancel", key="gc_cancel", help="Stops the Grad-CAM pass (nothing partial is kept)")
             bar, progress = _bar(f"Grad-CAM of {version} on {split}")
             result = workspace_gradcam(ws, split, version, target=target, progress=progress, outputs=outputs)
             bar.empty()
+            slot.empty()
             st.session_state[CANCELLED] = False
         bar, progress = _bar("Relevance share per object")
         shares = workspace_shares(ws, result, masks, progress=progress)

@@ -9,12 +9,15 @@ from diagnostics.figures_gradcam import association_heatmap, colorize, outline, 
 def test_heatmap_rows_columns_and_values():
     df = pd.DataFrame({"class": ["tri", "tri", "sq"], "object": ["grass", "tri", "sq"],
                        "rate": [0.4, 0.1, 0.8], "count": [4, 1, 8]})
-    fig = association_heatmap(df, class_names=("sq", "tri"))
+    fig = association_heatmap(df, class_names=("tri", "sq"))
     hm = fig.data[0]
-    assert list(hm.y) == ["sq", "tri"] and list(hm.x) == ["grass", "sq", "tri"]  # context objects first
+    # rows in class order; context objects first, then class-named objects in class order
+    assert list(hm.y) == ["tri", "sq"] and list(hm.x) == ["grass", "tri", "sq"]
     z = np.array(hm.z, dtype=float)
-    assert z[1, 0] == 0.4 and z[0, 1] == 0.8 and np.isnan(z[0, 0])
-    assert hm.text[1][0] == "0.40" and hm.text[0][0] == ""
+    assert z[0, 0] == 0.4 and z[0, 1] == 0.1 and z[1, 2] == 0.8 and np.isnan(z[1, 0])
+    assert hm.text[0][0] == "0.40" and hm.text[1][0] == ""
+    counts = np.array(association_heatmap(df, value="count").data[0].z, dtype=float)
+    assert counts[0, :2].tolist() == [4, 1] and np.isnan(counts[0, 2])
 
 
 def test_colorize_outline_overlay():
