@@ -35,25 +35,26 @@ def gradcam_and_shares(ws, split: str, version: str, masks, target: str | None):
     try:
         result = cached_gradcam(ws, split, version, target=target)
         if result is None:
-            if st.session_state.get(CANCELLED):
-                st.warning("Grad-CAM was cancelled; nothing partial was stored.")
+            run_id = f"{split}|{version}|{target}"
+            if st.session_state.get(CANCELLED) == run_id:
+                st.warning("The Grad-CAM pass was stopped before it finished (Cancel, or a setting changed "
+                           "during the pass); nothing partial was stored.")
                 if not st.button("Compute Grad-CAM", key="gc_compute"):
                     st.stop()
-                st.session_state[CANCELLED] = False
             outputs = ui.outputs(ws, split, version)
-            st.session_state[CANCELLED] = True  # cleared below; left set if the run is interrupted
+            st.session_state[CANCELLED] = run_id  # cleared below; stays set if the run is interrupted
             slot = st.empty()
             slot.button("Cancel", key="gc_cancel", help="Stops the Grad-CAM pass (nothing partial is kept)")
             bar, progress = _bar(f"Grad-CAM of {version} on {split}")
             result = workspace_gradcam(ws, split, version, target=target, progress=progress, outputs=outputs)
             bar.empty()
             slot.empty()
-            st.session_state[CANCELLED] = False
+            st.session_state[CANCELLED] = None
         bar, progress = _bar("Relevance share per object")
         shares = workspace_shares(ws, result, masks, progress=progress)
         bar.empty()
     except WorkspaceError as exc:
-        st.session_state[CANCELLED] = False
+        st.session_state[CANCELLED] = None
         st.error(f"Grad-CAM is not available: {exc}")
         st.stop()
     return result, shares

@@ -100,3 +100,16 @@ def test_torchscript_model_page_says_why(tiny_workspace):
         'factory = "tinynet:build"\nweights = "weights.pth"', 'torchscript = "model.pt"'))
     at = open_page(str(tiny_workspace))
     assert any("Grad-CAM is not available" in e.value and "TorchScript" in e.value for e in at.error)
+
+
+def test_interrupted_pass_offers_to_compute_again(demo_ws, demo_eval):
+    from diagnostics.gradcam import cached_gradcam
+
+    if cached_gradcam(demo_ws, "train") is not None:
+        pytest.skip("train Grad-CAM already cached in this session")
+    at = open_page()
+    at.session_state["gc_cancelled"] = "train|orig|None"  # as left by a pass stopped midway
+    at.selectbox(key="gc_split").set_value("train").run()
+    assert not at.exception, at.exception
+    assert any("stopped before it finished" in w.value for w in at.warning)
+    assert at.button(key="gc_compute") is not None and not at.dataframe
