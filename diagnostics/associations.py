@@ -11,7 +11,8 @@ Aggregated per (class, object) over the split (:func:`aggregate_associations`):
 * ``rate`` = count / ``n_pred`` (rows explaining the class, i.e. images predicted as it);
 * ``share_mean``: mean share over the class's rows in which the object is present;
 * ``count_correct`` / ``count_wrong``: ``count`` split by whether the row is right;
-* ``present``: the class's rows in which the object appears at all.
+* ``present``: the class's rows in which the object appears at all;
+* ``rate_present`` = count / present: how often the object drives the class when it is there.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from diagnostics.mask_sources import mask_to_input, masks_fingerprint
 from workspace.cache import cache_key
 
 DEFAULT_THRESHOLD = 0.3
-COLUMNS = ["class", "object", "count", "rate", "share_mean", "count_correct", "count_wrong", "n_pred", "present"]
+COLUMNS = ["class", "object", "count", "rate", "share_mean", "count_correct", "count_wrong", "n_pred", "present",
+           "rate_present"]
 Progress = Callable[[int, int], None]
 
 
@@ -146,6 +148,7 @@ def aggregate_associations(shares: np.ndarray, classes: np.ndarray, correct: np.
         "count_correct": count_correct[kk, oo].astype(int),
         "count_wrong": (count[kk, oo] - count_correct[kk, oo]).astype(int),
         "n_pred": n.astype(int), "present": present[kk, oo].astype(int),
+        "rate_present": count[kk, oo] / present[kk, oo],
     }, columns=COLUMNS)
     return df.sort_values(["rate", "count"], ascending=False, kind="stable").reset_index(drop=True)
 

@@ -55,10 +55,14 @@ st.dataframe(table, hide_index=True, key="gc_table", column_config={
     "share_mean": st.column_config.NumberColumn("share_mean", format="%.3f"),
     "n_pred": st.column_config.NumberColumn("n_pred", help="images predicted as the class"),
     "present": st.column_config.NumberColumn("present", help="of those, images containing the object"),
+    "rate_present": st.column_config.NumberColumn("rate_present", format="%.3f",
+                                                  help="count / present: how often the object drives the class when there"),
 })
 
 st.subheader("Inspect and review one association")
-keys = [f"{r['class']}|{r['object']}" for r in table.to_dict("records") if r["count"] > 0]
+reviewed = {r["key"] for r in ws.store.list_reviews(w.KIND, model_version=version)}
+keys = [f"{r['class']}|{r['object']}" for r in table.to_dict("records")
+        if r["count"] > 0 or f"{r['class']}|{r['object']}" in reviewed]  # reviewed ones stay editable
 if not keys:
     st.info("No association passes the threshold; lower it to see more.")
 else:

@@ -40,6 +40,7 @@ def test_aggregate_hand_computed():
     g = rows[("tri", "grass")]
     assert (g["count"], g["n_pred"], g["present"], g["count_correct"], g["count_wrong"]) == (1, 3, 2, 1, 0)
     assert g["rate"] == pytest.approx(1 / 3) and g["share_mean"] == pytest.approx(0.3)
+    assert g["rate_present"] == pytest.approx(1 / 2)
     c = rows[("tri", "cloud")]
     assert (c["count"], c["count_correct"], c["count_wrong"]) == (1, 0, 1)
     assert c["share_mean"] == pytest.approx((0.4 + 0.29) / 2, rel=1e-6)

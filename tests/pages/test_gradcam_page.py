@@ -79,6 +79,13 @@ def test_review_round_trip_survives_restart_and_updates(clean_review):
     assert [(r["verdict"], r["note"]) for r in rows] == [("unsure", "check more images")]
     assert rows[0]["updated_at"] >= rows[0]["created_at"]
 
+    # a reviewed association stays selectable (editable) when it no longer passes the threshold
+    at2.slider(key="gc_threshold").set_value(0.95).run()
+    table = frame(at2, "share_mean")
+    assert int(table[(table["class"] == "triangle") & (table["object"] == "grass")]["count"].iloc[0]) == 0
+    assert at2.selectbox(key="gc_assoc").value == KEY
+    assert "triangle <- grass  (rate 0.000)" in at2.selectbox(key="gc_assoc").options
+
 
 def test_workspace_without_masks_says_how_to_add_them(tiny_workspace):
     at = open_page(str(tiny_workspace))
