@@ -229,6 +229,8 @@ def workspace_shares(ws, result: GradCamResult, masks, *, progress: Progress | N
                 return ObjectShares(json.loads(str(z["names"])), z["shares"], z["present"], z["images"])
         except (OSError, ValueError, KeyError):
             pass  # damaged: recompute
+    if hasattr(masks, "prepare"):  # a segmentation model: label maps first (cached)
+        masks.prepare(progress)
     out = compute_object_shares(result, masks, resize=t.resize, crop=t.crop, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:

@@ -11,8 +11,9 @@ Sources, in the order :func:`load_masks` tries them:
 3. ``[data] masks = "masks/"``: **a folder of per-image label-map PNGs** plus a label map
    JSON (see :data:`MASKS_HELP`).
 
-A torchvision segmentation model as a mask source is not implemented (nothing here
-downloads weights); export its predictions as a mask folder instead.
+4. ``[data] masks = "segmenter.json"`` holding ``{"segmentation_model": ...}``: a
+   **torchvision segmentation model** run on the split with the user's own weights file
+   (nothing is downloaded); its label maps are computed once and cached.
 """
 
 from __future__ import annotations
@@ -44,8 +45,14 @@ Add object masks with `masks = "..."` under `[data]` in workspace.toml (path rel
   `masks/<split>/<path inside the split folder>.png` (split = `train`/`eval` or the split
   folder's own name), `masks/<path inside the split folder>.png`, or `masks/<image name>.png`.
 
-Images without annotations simply have no objects. A segmentation model is not run here:
-save its predictions as a mask folder.
+* **Segmentation model** (`masks = "segmenter.json"`): `{"segmentation_model":
+  "deeplabv3_mobilenet_v3_large", "weights": "seg.pth", "labels": ["background", "person", ...],
+  "resize": 520}`: a torchvision segmentation architecture (deeplabv3_*, fcn_*, lraspp_*), your
+  weights file (path relative to the json; nothing is downloaded), one name per output channel
+  ("background" and "" are ignored), optional input size and `mean`/`std`. The label maps are
+  computed once per split and cached.
+
+Images without annotations simply have no objects.
 """
 
 
@@ -217,6 +224,107 @@ class MaskFolder:
         return _hash(json.dumps(stats), json.dumps(self.names), self.split.fingerprint())
 
 
+def _is_segmenter_spec(path: Path) -> bool:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "segmentation_model" in doc
+
+
+class SegmentationMasks:
+    """Masks predicted by a torchvision segmentation model from the user's weights file.
+
+    Call :meth:`prepare` (with a progress callback) to run the model over the split in
+    batches; the (N, S, S) label maps are cached on disk keyed by the weights and the data.
+    """
+
+    IGNORED = ("", "background", "__background__")
+
+    def __init__(self, spec_path: Path, split, *, cache_dir: Path, split_name: str = ""):
+        from workspace.models import load_checkpoint
+
+        self.spec_path, self.split, self.cache_dir, self.split_name = Path(spec_path), split, Path(cache_dir), split_name
+        doc = json.loads(self.spec_path.read_text())
+        arch, labels = doc.get("segmentation_model"), doc.get("labels")
+        if not isinstance(labels, list) or not labels:
+            raise WorkspaceError(f"{self.spec_path.name} needs labels: one object name per output channel")
+        if not doc.get("weights"):
+            raise WorkspaceError(f"{self.spec_path.name} needs weights: the segmentation model's weights file "
+                                 "(nothing is downloaded)")
+        self.weights = (self.spec_path.parent / doc["weights"]).resolve()
+        self.labels = [str(v) for v in labels]
+        self.size = int(doc.get("resize", 520))
+        self.mean = tuple(doc.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(doc.get("std", (0.229, 0.224, 0.225)))
+        import torchvision
+        from torchvision.models import segmentation
+
+        from workspace.models import apply_state_dict
+
+        valid = torchvision.models.list_models(module=segmentation)
+        if arch not in valid:
+            raise WorkspaceError(f"segmentation_model {arch!r} is not a torchvision segmentation model; "
+                                 f"valid: {', '.join(valid)}")
+        state = load_checkpoint(self.weights)
+        extra = {"aux_loss": True} if any(k.startswith("aux_classifier.") for k in state) else {}
+        self.model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
+                                                  num_classes=len(self.labels), **extra)
+        apply_state_dict(self.model, state, source=self.weights.name)
+        self.model.eval()
+        self._maps: np.ndarray | None = None
+        self._sizes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def object_names(self) -> list[str]:
+        return sorted({n for n in self.labels if n.lower() not in self.IGNORED})
+
+    def fingerprint(self) -> str:
+        st = self.weights.stat()
+        return _hash(self.spec_path.read_text(), st.st_size, st.st_mtime_ns, self.split.fingerprint())
+
+    def prepare(self, progress=None, *, batch_size: int = 16) -> None:
+        """Run the segmentation model over the split once (cached); ``progress(done, total)``."""
+        if self._maps is not None:
+            return
+        path = self.cache_dir / f"{self.split_name}-{self.fingerprint()}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                self._maps, self._sizes = z["maps"], z["sizes"]
+            return
+        n = len(self.split)
+        maps = np.zeros((n, self.size, self.size), dtype=np.int16)
+        sizes = np.zeros((n, 2), dtype=np.int64)
+        mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
+        for start in range(0, n, batch_size):
+            batch = []
+            for i in range(start, min(start + batch_size, n)):
+                img = self.split.load(i)
+                sizes[i] = (img.height, img.width)
+                x = TF.to_dtype(TF.to_image(img), torch.float32, scale=True)
+                batch.append((TF.resize(x, [self.size, self.size], antialias=True) - mean) / std)
+            with torch.no_grad():
+                maps[start:start + len(batch)] = self.model(torch.stack(batch))["out"].argmax(1).numpy()
+            if progress is not None:
+                progress(start + len(batch), n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, maps=maps, sizes=sizes)
+        self._maps, self._sizes = maps, sizes
+
+    def objects(self, index: int) -> dict[str, np.ndarray]:
+        self.prepare()
+        h, w = (int(v) for v in self._sizes[index])
+        label_map = np.asarray(Image.fromarray(self._maps[index].astype(np.int32)).resize((w, h), Image.NEAREST))
+        out: dict[str, np.ndarray] = {}
+        for value in np.unique(label_map):
+            name = self.labels[int(value)]
+            if name.lower() not in self.IGNORED:
+                out[name] = out[name] | (label_map == value) if name in out else label_map == value
+        return out
+
+
 def _hash(*parts) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
@@ -250,6 +358,8 @@ def load_masks(ws, split: str):
     path = Path(path)
     data = ws.split(split)
     if path.is_file() and path.suffix.lower() == ".json":
+        if _is_segmenter_spec(path):
+            return SegmentationMasks(path, data, cache_dir=Path(ws.state_dir) / "gradcam" / "segmasks", split_name=split)
         return CocoMasks(path, data)
     if path.is_dir():
         split_root = getattr(ws.config.data, split)

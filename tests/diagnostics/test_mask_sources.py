@@ -104,3 +104,43 @@ def test_demo_masks_and_geometry(demo_ws):
     np.testing.assert_array_equal(mask_to_input(m, resize=2), [[True, False], [True, False]])
     cropped = mask_to_input(m, resize=4, crop=4)  # shorter side 4 -> 4x6, centre crop 4x4
     assert cropped.shape == (4, 4) and cropped[:, :2].all() and not cropped[:, 2:].any()
+
+
+def test_segmentation_model_from_user_weights(tiny_workspace):
+    import torch
+    import torchvision
+
+    from diagnostics.associations import workspace_shares
+    from diagnostics.gradcam import workspace_gradcam
+    from diagnostics.mask_sources import SegmentationMasks
+    from workspace.core import open_workspace
+
+    root = tiny_workspace.parent
+    torch.manual_seed(0)
+    seg = torchvision.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None,
+                                       num_classes=3)
+    with torch.no_grad():  # a hand-set head: channel 2 ("sky") always wins
+        seg.classifier.low_classifier.weight.zero_()
+        seg.classifier.high_classifier.weight.zero_()
+        seg.classifier.low_classifier.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+        seg.classifier.high_classifier.bias.zero_()
+    torch.save(seg.state_dict(), root / "seg.pth")
+    spec = {"segmentation_model": "lraspp_mobilenet_v3_large", "weights": "seg.pth",
+            "labels": ["background", "grass", "sky"], "resize": 32}
+    (root / "segmenter.json").write_text(json.dumps(spec))
+    _with_masks(tiny_workspace, "segmenter.json")
+    ws = open_workspace(tiny_workspace)
+    masks = load_masks(ws, "eval")
+    assert isinstance(masks, SegmentationMasks) and masks.object_names() == ["grass", "sky"]
+    seen = []
+    masks.prepare(lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (9, 9)
+    objs = masks.objects(0)
+    assert set(objs) == {"sky"} and objs["sky"].shape == (12, 12) and objs["sky"].all()
+    shares = workspace_shares(ws, workspace_gradcam(ws, "eval"), masks)
+    np.testing.assert_allclose(shares.shares[:, shares.object_names.index("sky")][
+        ~np.isnan(shares.shares[:, 1])], 1.0, atol=1e-6)  # the whole image is sky
+    assert list((ws.state_dir / "gradcam" / "segmasks").glob("eval-*.npz"))  # cached
+    (root / "segmenter.json").write_text(json.dumps({**spec, "segmentation_model": "resnet18"}))
+    with pytest.raises(WorkspaceError, match="not a torchvision segmentation model"):
+        load_masks(open_workspace(tiny_workspace), "eval")
