@@ -205,7 +205,8 @@ def _cache_paths(ws, split: str, version: str, key: str) -> tuple[Path, Path]:
     return base.with_suffix(".npz"), base.with_suffix(".json")
 
 
-def cached_gradcam(ws, split: str = "eval", version: str = "orig", *, target: str | None = None) -> GradCamResult | None:
+def cached_gradcam(ws, split: str = "eval", version: str = "orig", *,
+                   target: str | None = None) -> GradCamResult | None:
     """The cached result if present and current (never runs the model)."""
     key = gradcam_key(ws, split, version, ws.config.model.gradcam_layer, target or "pred")
     arrays, meta = _cache_paths(ws, split, version, key)

@@ -244,7 +244,8 @@ class SegmentationMasks:
     def __init__(self, spec_path: Path, split, *, cache_dir: Path, split_name: str = ""):
         from workspace.models import load_checkpoint
 
-        self.spec_path, self.split, self.cache_dir, self.split_name = Path(spec_path), split, Path(cache_dir), split_name
+        self.spec_path, self.split = Path(spec_path), split
+        self.cache_dir, self.split_name = Path(cache_dir), split_name
         doc = json.loads(self.spec_path.read_text())
         arch, labels = doc.get("segmentation_model"), doc.get("labels")
         if not isinstance(labels, list) or not labels:
@@ -359,7 +360,8 @@ def load_masks(ws, split: str):
     data = ws.split(split)
     if path.is_file() and path.suffix.lower() == ".json":
         if _is_segmenter_spec(path):
-            return SegmentationMasks(path, data, cache_dir=Path(ws.state_dir) / "gradcam" / "segmasks", split_name=split)
+            cache = Path(ws.state_dir) / "gradcam" / "segmasks"
+            return SegmentationMasks(path, data, cache_dir=cache, split_name=split)
         return CocoMasks(path, data)
     if path.is_dir():
         split_root = getattr(ws.config.data, split)

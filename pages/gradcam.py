@@ -56,7 +56,7 @@ st.dataframe(table, hide_index=True, key="gc_table", column_config={
     "n_pred": st.column_config.NumberColumn("n_pred", help="images predicted as the class"),
     "present": st.column_config.NumberColumn("present", help="of those, images containing the object"),
     "rate_present": st.column_config.NumberColumn("rate_present", format="%.3f",
-                                                  help="count / present: how often the object drives the class when there"),
+                                                  help="count / present: how often it drives the class when there"),
 })
 
 st.subheader("Inspect and review one association")

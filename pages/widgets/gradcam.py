@@ -127,7 +127,8 @@ def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares, labels)
                        mime="text/csv", key="gc_export")
     pairs = repair_targets(reviews, shares, labels, ws.class_names, result=result)
     if st.button("Use as repair target", key="gc_use_target", disabled=not pairs,
-                 help="Pairs (class, classes whose images contain the spurious object, most often explained as the class first)"):
+                 help="Pairs (class, classes whose images contain the spurious object; those most often "
+                      "explained as the class first)"):
         st.session_state[ui.TARGETS] = {"kind": "confusion", "targets": pairs}
         st.session_state[ui.TARGETS_SOURCE] = "Grad-CAM page"
         st.success("Repair target set: " + "; ".join(f"{a}, {b}" for a, b in pairs))

@@ -4,8 +4,9 @@ Both run the demo model over the demo's eval split with the same DataLoader and 
 per-image target classes (the cached predictions). The baseline computes the logits, picks
 each image's target logit and back-propagates to the input of the network (the minimum a
 gradient explanation needs); ours is :func:`diagnostics.gradcam.compute_gradcam` (captum
-LayerGradCam with hooks, channel weighting, ReLU, copy to NumPy). A second, informational row compares with a backward pass that stops at the Grad-CAM
-layer (what captum's wrapper costs). Repeated 3 times, median taken.
+LayerGradCam with hooks, channel weighting, ReLU, copy to NumPy). A second, informational
+row compares with a backward pass that stops at the Grad-CAM layer (what captum's wrapper
+costs). Repeated 3 times, median taken.
 Target: ratio (our images/s over baseline images/s) >= 0.5.
 """
 

@@ -1,7 +1,6 @@
 """Grad-CAM associations on user workspaces: multi-label CSV data with a mask folder, TorchScript."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
