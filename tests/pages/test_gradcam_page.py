@@ -120,3 +120,11 @@ def test_interrupted_pass_offers_to_compute_again(demo_ws, demo_eval):
     assert not at.exception, at.exception
     assert any("stopped before it finished" in w.value for w in at.warning)
     assert at.button(key="gc_compute") is not None and not at.dataframe
+
+
+def test_explain_a_chosen_class(demo_eval):
+    at = open_page()
+    at.selectbox(key="gc_target").set_value("triangle").run()
+    assert not at.exception, at.exception
+    table = frame(at, "share_mean")
+    assert set(table["class"]) == {"triangle"} and (table["n_pred"] == demo_eval.n).all()
