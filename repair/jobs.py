@@ -146,22 +146,29 @@ def submit(ws, method: str, targets, rho: float, config: TrainConfig, *, parent:
     return run_id
 
 
-def wait_for_turn(store, run_id: int, *, poll: float = 0.5) -> bool:
+def runs_ahead(store, run_id: int) -> list[int]:
+    """Ids of the runs this one waits for: running on its device, or queued before it."""
+    me = store.get_run(run_id)
+    device = (me["config"] or {}).get("device_type")
+    return [r["id"] for r in store.list_runs() if r["id"] != run_id and r["status"] in ACTIVE
+            and (r["config"] or {}).get("device_type") == device
+            and (r["status"] == "running" or r["id"] < run_id)]
+
+
+def wait_for_turn(store, run_id: int, *, poll: float = 0.5, on_wait=None) -> bool:
     """Block until no other run of this device runs and no older one is queued.
 
     Returns False if the run was cancelled while waiting.
     """
     while True:
         reap_stale_runs(store)
-        me = store.get_run(run_id)
-        if me["cancel_requested"]:
+        if store.get_run(run_id)["cancel_requested"]:
             return False
-        device = (me["config"] or {}).get("device_type")
-        ahead = [r for r in store.list_runs() if r["id"] != run_id and r["status"] in ACTIVE
-                 and (r["config"] or {}).get("device_type") == device
-                 and (r["status"] == "running" or r["id"] < run_id)]
+        ahead = runs_ahead(store, run_id)
         if not ahead:
             return True
+        if on_wait:
+            on_wait(ahead)
         time.sleep(poll)
 
 
@@ -280,7 +287,8 @@ def _run_wos(ws, parent: str, ctx: TargetContext) -> dict:
 
 def run_worker(ws, run_id: int) -> dict:
     """The worker process's body: wait for the device, then execute the run."""
-    if not wait_for_turn(ws.store, run_id):
+    if not wait_for_turn(ws.store, run_id, on_wait=lambda ahead: ws.store.update_run(
+            run_id, message=f"queued behind run(s) {', '.join(map(str, ahead))}")):
         ws.store.update_run(run_id, status="cancelled", finished_at=time.time())
         return ws.store.get_run(run_id)
     return execute_run(ws, run_id, echo=lambda line: print(line, flush=True))

@@ -1,6 +1,6 @@
 """The one fine-tuning loop every repair method plugs into (STYLE.md "one loop").
 
-SGD with momentum on the workspace's train split (its train transform: light
+SGD with momentum and a cosine learning-rate decay on the workspace's train split (its train transform: light
 augmentation), the method's hooks for sampling weights, an extra batch, model preparation
 and the loss; evaluation on the eval split after every epoch (and every
 ``eval_every_steps`` steps for long epochs) giving accuracy, the target error and the full
@@ -89,7 +89,8 @@ def eval_metrics(outputs: InferenceOutputs, ctx: TargetContext) -> dict:
 
 def evaluate(ws, model, device, *, progress=None) -> InferenceOutputs:
     data = ws.split("eval")
-    out = run_inference(model, make_loader(ws.dataset("eval"), batch_size=256), tap=ws.embedding_tap(model),
+    model.eval()  # finding the embedding layer runs a forward pass: keep BatchNorm statistics as they are
+    out = run_inference(model, make_loader(ws.dataset("eval"), batch_size=256), tap=ws.embedding_tap(model.eval()),
                         labels=data.labels, class_names=data.class_names, task=ws.task,
                         threshold=ws.config.threshold, device=device, progress=progress)
     out.split = "eval"
@@ -110,7 +111,7 @@ def _train_loader(ws, config: TrainConfig, weights: np.ndarray | None, generator
     loader = make_loader(dataset, batch_size=config.batch_size)
     return torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, sampler=sampler, num_workers=loader.num_workers,
-        drop_last=n > config.batch_size, pin_memory=loader.pin_memory,
+        drop_last=n > config.batch_size, pin_memory=loader.pin_memory, generator=generator,
     )
 
 
@@ -147,7 +148,7 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
     device = select_device(config.device)
     model = copy.deepcopy(ws.model(parent)).to(device)
     model = method.prepare_model(model, ctx)
-    tap = ws.embedding_tap(model) if method.needs_embeddings else None
+    tap = ws.embedding_tap(model.eval()) if method.needs_embeddings else None
     labels_all = ws.split("train").labels
     loader = _train_loader(ws, config, method.sample_weights(labels_all, ctx), generator)
     extra = None
@@ -159,10 +160,13 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
         extra = _cycle(_train_loader(ws, config, None, torch.Generator().manual_seed(config.seed + 1), idx))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * config.epochs
+    # cosine decay to 0 over the run: fine-tuning ends where the original training ended
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     every = config.eval_every_steps or (steps_per_epoch // 4 if steps_per_epoch >= 400 else 0)
     history, outputs, step = [], None, 0
     log(f"{method.name}: {config.epochs} epochs x {steps_per_epoch} steps on {device} "
@@ -208,6 +212,7 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            schedule.step()
             step += 1
             running, seen = running + loss.item() * n, seen + n
             if on_step:
