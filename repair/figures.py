@@ -34,7 +34,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     for r in runs:
         base, fin = r.get("baseline") or {}, r.get("final") or {}
         minutes = None
-        if r.get("started_at") and r.get("finished_at"):
+        if r.get("started_at") is not None and r.get("finished_at") is not None:
             minutes = (r["finished_at"] - r["started_at"]) / 60
         rows.append({"id": r["id"], "method": r["method"], "rho": r["rho"], "targets": targets_label(r.get("targets")),
                      "status": r["status"], "progress": float(r.get("progress") or 0.0),
