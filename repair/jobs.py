@@ -262,9 +262,10 @@ def execute_run(ws, run_id: int, *, echo=None) -> dict:
             version = {"id": row["id"], "path": row["path"]}
         if parent_sha is not None and file_sha256(Path(ws.version(parent)["path"])) != parent_sha:
             raise RuntimeError("the parent model file changed during the run")  # must never happen
+        rep.log(f"done: accuracy {final['accuracy']:.4f}, target error {final['target_error']:.4f}"
+                + ("" if version is None else f", saved as {version['id']}"))
         store.update_run(run_id, status="done", progress=1.0, final=_summary(final), finished_at=time.time(),
                          model_version=None if version is None else version["id"])
-        rep.log(f"done: accuracy {final['accuracy']:.4f}, target error {final['target_error']:.4f}")
     except Cancelled:
         rep.log("cancelled")
         store.update_run(run_id, status="cancelled", finished_at=time.time())

@@ -166,11 +166,4 @@ def test_worker_process_runs_and_sigkill_mid_epoch_marks_failed(tiny_workspace):
     assert "done: accuracy" in done["log_tail"]
     assert file_sha256(tiny_workspace.parent / "weights.pth") == sha
 
-
-def test_cancel_a_running_worker(tiny_workspace):
-    ws = open_workspace(tiny_workspace)
-    run_id = jobs.submit(ws, "w-aug", [(0, 1)], 0.5, tiny_config(epochs=2000, batch_size=2))
-    wait_status(ws, run_id, ("running",))
-    jobs.request_cancel(ws, run_id)
-    run = wait_status(ws, run_id, ("cancelled", "failed", "done"))
-    assert run["status"] == "cancelled" and run["model_version"] is None
+# cancelling a running worker is driven from the page: tests/pages/test_repair_page.py
