@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float)
     run.add_argument("--batch-size", type=int)
     run.add_argument("--weight-decay", type=float)
+    run.add_argument("--no-augment", action="store_true", help="train on un-augmented images")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     run.add_argument("--parent", default="orig", help="model version to start from")
     run.add_argument("--background", action="store_true", help="start a worker process and return")
@@ -54,7 +55,8 @@ def _run(args, ws) -> dict:
     try:
         targets = parse_targets(args.targets, ws.class_names)
         config = TrainConfig.for_workspace(ws, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                           weight_decay=args.weight_decay, seed=args.seed, device=args.device)
+                                           weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                                           augment=not args.no_augment)
         run_id = jobs.create_run(ws, args.method, targets, args.rho, config, parent=args.parent)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_every_steps: int = 0  # 0: every epoch, plus 4 times per epoch past 400 steps
+    augment: bool = True  # the workspace's train transform (light augmentation); False: eval transform
 
     @classmethod
     def for_workspace(cls, ws, **overrides) -> "TrainConfig":
@@ -98,7 +99,7 @@ def evaluate(ws, model, device, *, progress=None) -> InferenceOutputs:
 
 
 def _train_loader(ws, config: TrainConfig, weights: np.ndarray | None, generator, indices=None):
-    dataset = ws.dataset("train", train=True, indices=indices)
+    dataset = ws.dataset("train", train=config.augment, indices=indices)
     n = len(dataset)
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)

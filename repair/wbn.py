@@ -54,25 +54,26 @@ def _weighted_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     rho = float(self._wbn_rho)
     dims = [0] + list(range(2, x.dim()))  # per-channel statistics: (N, C, ...) -> (C,)
     regular, target = x[:n], x[n:].detach()
-    m_x, m_t = regular.mean(dims), target.mean(dims)
+    v_x, m_x = torch.var_mean(regular, dims, correction=0)
+    v_t, m_t = torch.var_mean(target, dims, correction=0)
     mean = rho * m_x + (1 - rho) * m_t
     between = rho * (1 - rho) * (m_x - m_t) ** 2
-    var = rho * regular.var(dims, unbiased=False) + (1 - rho) * target.var(dims, unbiased=False) + between
+    var = rho * v_x + (1 - rho) * v_t + between
     if self.track_running_stats and self.running_mean is not None:
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
             m_reg = max(regular.numel() // regular.shape[1], 2)
             m_tgt = max(target.numel() // target.shape[1], 2)
-            unbiased = (rho * regular.var(dims, unbiased=False) * m_reg / (m_reg - 1)
-                        + (1 - rho) * target.var(dims, unbiased=False) * m_tgt / (m_tgt - 1) + between)
+            unbiased = rho * v_x * m_reg / (m_reg - 1) + (1 - rho) * v_t * m_tgt / (m_tgt - 1) + between
             self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
             self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
     shape = [1, -1] + [1] * (x.dim() - 2)
-    out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+    scale = torch.rsqrt(var + self.eps)  # (C,): fold normalisation and affine into one multiply-add
+    shift = -mean * scale
     if self.affine:
-        out = out * self.weight.view(shape) + self.bias.view(shape)
-    return out
+        scale, shift = scale * self.weight, shift * self.weight + self.bias
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
 def patch_model(model: nn.Module, rho: float) -> list[_BatchNorm]:
