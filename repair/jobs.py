@@ -266,9 +266,11 @@ def execute_run(ws, run_id: int, *, echo=None) -> dict:
                 + ("" if version is None else f", saved as {version['id']}"))
         store.update_run(run_id, status="done", progress=1.0, final=_summary(final), finished_at=time.time(),
                          model_version=None if version is None else version["id"])
-    except Cancelled:
-        rep.log("cancelled")
+    except (Cancelled, KeyboardInterrupt) as exc:
+        rep.log("cancelled" if isinstance(exc, Cancelled) else "interrupted (Ctrl-C)")
         store.update_run(run_id, status="cancelled", finished_at=time.time())
+        if isinstance(exc, KeyboardInterrupt):
+            raise
     except Exception as exc:  # noqa: BLE001 - every failure is reported on the run row
         rep.log(f"failed: {type(exc).__name__}: {exc}")
         store.update_run(run_id, status="failed", finished_at=time.time(),
