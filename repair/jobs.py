@@ -60,7 +60,7 @@ def create_run(ws, method: str, targets, rho: float, config: TrainConfig, *, par
     ctx = TargetContext(tuple(tuple(int(c) for c in t) for t in targets), float(rho), ws.num_classes, ws.task)
     reason = m.applicability(ws.model(parent), ws)
     if reason:
-        raise ValueError(reason)
+        raise ValueError(reason if reason.startswith(method) else f"{method} is unavailable: {reason}")
     config.validate()
     device = "cpu" if not m.finetunes else select_device(config.device).type
     return ws.store.create_run(

@@ -167,3 +167,23 @@ def test_worker_process_runs_and_sigkill_mid_epoch_marks_failed(tiny_workspace):
     assert file_sha256(tiny_workspace.parent / "weights.pth") == sha
 
 # cancelling a running worker is driven from the page: tests/pages/test_repair_page.py
+
+
+def test_pgd_uses_the_gradient_scores_when_they_exist(tiny_workspace, monkeypatch):
+    import types
+
+    import numpy as np
+
+    calls = []
+    fake = types.ModuleType("diagnostics.gradients")
+
+    def train_sampling_probabilities(ws, version="orig", *, progress=None):
+        calls.append(version)
+        return np.linspace(0.1, 1.0, len(ws.split("train")))
+
+    fake.train_sampling_probabilities = train_sampling_probabilities
+    monkeypatch.setitem(sys.modules, "diagnostics.gradients", fake)
+    ws = open_workspace(tiny_workspace)
+    run = jobs.execute_run(ws, jobs.create_run(ws, "pgd", [(0, 1)], 1.0, tiny_config()))
+    assert run["status"] == "done", run["error"]
+    assert calls == ["orig"] and ws.version(run["model_version"])["method"] == "pgd"
