@@ -62,7 +62,7 @@ def create_run(ws, method: str, targets, rho: float, config: TrainConfig, *, par
     if reason:
         raise ValueError(reason if reason.startswith(method) else f"{method} is unavailable: {reason}")
     config.validate()
-    device = "cpu" if not m.finetunes else select_device(config.device).type
+    device = "post-hoc" if not m.finetunes else select_device(config.device).type  # post-hoc runs never queue
     return ws.store.create_run(
         method=method, targets={"kind": ctx.kind, "targets": targets_to_names(ctx.targets, ws.class_names)},
         rho=float(rho), seed=config.seed, config={**vars(config), "device_type": device},
