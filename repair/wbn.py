@@ -54,8 +54,8 @@ def _weighted_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     rho = float(self._wbn_rho)
     dims = [0] + list(range(2, x.dim()))  # per-channel statistics: (N, C, ...) -> (C,)
     regular, target = x[:n], x[n:].detach()
-    v_x, m_x = torch.var_mean(regular, dims, correction=0)
-    v_t, m_t = torch.var_mean(target, dims, correction=0)
+    v_x, m_x = torch.var_mean(regular.float(), dims, correction=0)  # float32 statistics under AMP
+    v_t, m_t = torch.var_mean(target.float(), dims, correction=0)
     mean = rho * m_x + (1 - rho) * m_t
     between = rho * (1 - rho) * (m_x - m_t) ** 2
     var = rho * v_x + (1 - rho) * v_t + between

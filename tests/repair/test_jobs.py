@@ -187,3 +187,10 @@ def test_pgd_uses_the_gradient_scores_when_they_exist(tiny_workspace, monkeypatc
     run = jobs.execute_run(ws, jobs.create_run(ws, "pgd", [(0, 1)], 1.0, tiny_config()))
     assert run["status"] == "done", run["error"]
     assert calls == ["orig"] and ws.version(run["model_version"])["method"] == "pgd"
+
+
+def test_evaluation_every_n_steps_writes_fractional_epochs(tiny_workspace):
+    ws = open_workspace(tiny_workspace)
+    ctx = TargetContext(((0, 1),), 0.5, 3)
+    _, history, _ = finetune(ws, get_method("orig-ft"), ctx, tiny_config(batch_size=3, eval_every_steps=2))
+    assert [(m["epoch"], m["step"]) for m in history] == [(0.5, 2), (1.0, 4)]
