@@ -1,0 +1,188 @@
+"""Each repair method's mechanism on hand-worked examples (WR paper section 3)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repair import wbn
+from repair.methods import (
+    PGD_UNAVAILABLE, Method, TargetContext, confused_mask, get_method, list_methods, method_table, register,
+)
+
+
+def ctx(targets, rho=0.5, k=4, task="single_label"):
+    return TargetContext(tuple(tuple(t) for t in targets), rho, k, task)
+
+
+# ---- registry ---------------------------------------------------------------------------
+def test_registry_lists_every_method_sorted_and_refuses_duplicates():
+    names = list_methods()
+    assert names == sorted(names)
+    assert {"orig", "orig-ft", "w-aug", "w-bn", "w-loss", "w-dbr", "w-os", "pgd"} <= set(names)
+    with pytest.raises(ValueError, match="valid: .*w-bn"):
+        get_method("w-nope")
+
+    class Dup(Method):
+        name = "w-aug"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Dup)
+
+
+def test_target_context_validates():
+    with pytest.raises(ValueError, match="rho"):
+        ctx([(0, 1)], rho=1.5)
+    with pytest.raises(ValueError, match="pairs"):
+        ctx([(0, 1), (0, 1, 2)])
+    with pytest.raises(ValueError, match="bad target"):
+        ctx([(0, 0)])
+    assert ctx([(0, 1, 3)]).kind == "bias" and ctx([(2, 1), (0, 1)]).classes == [0, 1, 2]
+
+
+def test_pgd_is_listed_unavailable_without_gradient_scores():
+    row = {r["method"]: r for r in method_table()}["pgd"]
+    try:
+        from diagnostics.gradients import train_sampling_probabilities  # noqa: F401
+    except ImportError:
+        assert not row["available"] and row["reason"] == PGD_UNAVAILABLE
+    else:
+        assert row["available"]
+    pgd = get_method("pgd", probabilities=np.array([0.5, 1.0, 0.25]))
+    assert pgd.sample_weights(np.array([0, 1, 2]), ctx([(0, 1)])).tolist() == [0.5, 1.0, 0.25]
+
+
+# ---- w-aug ------------------------------------------------------------------------------
+def test_w_aug_scales_non_target_weights_by_rho():
+    labels = np.array([0, 1, 2, 0, 3])
+    w = get_method("w-aug").sample_weights(labels, ctx([(0, 1)], rho=0.2))
+    assert w.tolist() == [1.0, 1.0, 0.2, 1.0, 0.2]
+    # several targets: Y_target is their union
+    w = get_method("w-aug").sample_weights(labels, ctx([(0, 1), (1, 3)], rho=0.1))
+    assert w.tolist() == [1.0, 1.0, 0.1, 1.0, 1.0]
+    # multi-label: a sample is "target" if any of its labels is in Y_target
+    ml = np.array([[1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0]], dtype=np.float32)
+    w = get_method("w-aug").sample_weights(ml, ctx([(0, 3)], rho=0.3, task="multi_label"))
+    assert w.tolist() == [1.0, 1.0, 0.3]
+
+
+# ---- w-bn -------------------------------------------------------------------------------
+def test_w_bn_mixes_batch_and_running_statistics():
+    bn = nn.BatchNorm1d(1, momentum=0.1)
+    wbn.patch_model(bn, rho=0.25)
+    bn.train()
+    x = torch.tensor([[1.0], [3.0], [10.0], [10.0], [14.0], [14.0]])  # 2 regular + 4 target rows
+    with wbn.weighted_bn(bn, 2):
+        out = bn(x)
+    mean = 0.25 * 2.0 + 0.75 * 12.0            # rho E[x] + (1 - rho) E[x_target] = 9.5
+    # weighted-sample variance about the mixed mean: 0.25 * 57.25 + 0.75 * 10.25 = 22
+    var = 0.25 * ((1 - mean) ** 2 + (3 - mean) ** 2) / 2 + 0.75 * ((10 - mean) ** 2 + (14 - mean) ** 2) / 2
+    assert var == pytest.approx(0.25 * 1.0 + 0.75 * 4.0 + 0.25 * 0.75 * (12.0 - 2.0) ** 2) and var == 22.0
+    assert out[0, 0].item() == pytest.approx((1.0 - mean) / math.sqrt(var + bn.eps), rel=1e-5)
+    assert out[4, 0].item() == pytest.approx((14.0 - mean) / math.sqrt(var + bn.eps), rel=1e-5)
+    assert bn.running_mean.item() == pytest.approx(0.1 * mean)
+    unbiased = 0.25 * 2.0 + 0.75 * (4.0 * 4 / 3) + 18.75  # unbiased within-group variances
+    assert bn.running_var.item() == pytest.approx(0.9 * 1.0 + 0.1 * unbiased)
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_w_bn_rho_one_is_plain_batchnorm_and_unpatch_restores():
+    torch.manual_seed(0)
+    plain, weighted = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    x = torch.randn(4, 3, 5, 5)
+    extra = torch.randn(6, 3, 5, 5) * 5 + 2
+    wbn.patch_model(weighted, rho=1.0)
+    with wbn.weighted_bn(weighted, 4):
+        out = weighted(torch.cat([x, extra]))[:4]
+    assert torch.allclose(out, plain(x), atol=1e-5)
+    assert torch.allclose(weighted.running_mean, plain.running_mean, atol=1e-6)
+    wbn.unpatch_model(weighted)
+    assert "forward" not in vars(weighted) and set(weighted.state_dict()) == set(plain.state_dict())
+
+
+def test_w_bn_target_batch_gets_no_gradient_from_the_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    method = get_method("w-bn")
+    c = ctx([(0, 1)], rho=0.3, k=3)
+    method.prepare_model(model, c)
+    model.train()
+    x = torch.randn(4, 3, 6, 6, requires_grad=True)
+    xt = torch.randn(5, 3, 6, 6, requires_grad=True)
+    with wbn.weighted_bn(model, 4):
+        logits = model(torch.cat([x, xt]))[:4]
+    method.loss(logits, torch.tensor([0, 1, 2, 0]), None, c).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert xt.grad is None or xt.grad.abs().sum() == 0
+    assert all(p.grad is not None for p in model.parameters())
+    assert method.extra_batch_classes(c) == [0, 1]
+
+
+def test_w_bn_not_applicable_without_batchnorm():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    assert "no BatchNorm" in get_method("w-bn").applicability(model)
+    with pytest.raises(ValueError, match="not applicable"):
+        get_method("w-bn").prepare_model(model, ctx([(0, 1)], k=3))
+
+
+# ---- w-loss -----------------------------------------------------------------------------
+LOGITS = torch.tensor([
+    [0.0, 2.0, 0.0, 0.0],   # label 0, pred 1: confused (pair 0,1)
+    [0.0, 3.0, 0.0, 0.0],   # label 1, pred 1: correct
+    [2.0, 0.0, 0.0, 0.0],   # label 2, pred 0: not a pair sample
+    [1.0, 0.5, 0.0, 0.0],   # label 1, pred 0: confused (pair 0,1)
+    [0.0, 0.0, 0.0, 2.0],   # label 2, pred 3: confused for pair (2, 3)
+])
+LABELS = torch.tensor([0, 1, 2, 1, 2])
+
+
+def test_w_loss_adds_the_confused_sample_term():
+    per = F.cross_entropy(LOGITS, LABELS, reduction="none")
+    assert confused_mask(LOGITS, LABELS, (0, 1), multi_label=False).tolist() == [True, False, False, True, False]
+    got = get_method("w-loss").loss(LOGITS, LABELS, None, ctx([(0, 1)], rho=0.3))
+    assert got.item() == pytest.approx((0.3 * per.mean() + 0.7 * (per[0] + per[3]) / 2).item(), rel=1e-6)
+    # two pairs: one term each, averaged
+    got = get_method("w-loss").loss(LOGITS, LABELS, None, ctx([(0, 1), (2, 3)], rho=0.3))
+    assert got.item() == pytest.approx((0.3 * per.mean() + 0.7 * ((per[0] + per[3]) / 2 + per[4]) / 2).item(), rel=1e-6)
+
+
+def test_w_loss_bias_uses_two_terms_and_empty_term_is_zero():
+    per = F.cross_entropy(LOGITS, LABELS, reduction="none")
+    # triplet (A=0, B=3, C=1): terms {0,1} (samples 0 and 3) and {3,1} (none in this batch)
+    got = get_method("w-loss").loss(LOGITS, LABELS, None, ctx([(0, 3, 1)], rho=0.5))
+    assert got.item() == pytest.approx((0.5 * per.mean() + 0.5 * (per[0] + per[3]) / 2).item(), rel=1e-6)
+    got = get_method("w-loss").loss(LOGITS[[1]], LABELS[[1]], None, ctx([(0, 1)], rho=0.5))
+    assert torch.isfinite(got) and got.item() == pytest.approx(0.5 * per[1].item(), rel=1e-6)
+
+
+# ---- w-dbr ------------------------------------------------------------------------------
+EMB = torch.tensor([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0], [4.0, 1.0]])
+EMB_LABELS = torch.tensor([0, 0, 1, 2])   # centroids P(0)=(1,0), P(1)=(4,0), P(2)=(4,1)
+
+
+def test_w_dbr_confusion_term_pushes_centroids_apart():
+    m = get_method("w-dbr")
+    assert m.distance_term(EMB, EMB_LABELS, ctx([(0, 1)])).item() == pytest.approx(-3.0)
+    emb = EMB.clone().requires_grad_(True)
+    m.distance_term(emb, EMB_LABELS, ctx([(0, 1)])).backward()
+    # a gradient step (emb -= lr * grad) moves class 1 away from class 0 (+x) and class 0 to -x
+    assert emb.grad[2, 0] < 0 and emb.grad[0, 0] > 0
+    logits = torch.zeros(4, 4)
+    plain = F.cross_entropy(logits, EMB_LABELS)
+    got = m.loss(logits, EMB_LABELS, EMB, ctx([(0, 1)], rho=0.25))
+    assert got.item() == pytest.approx(0.25 * plain.item() - 0.75 * 3.0, rel=1e-6)
+
+
+def test_w_dbr_bias_term_is_the_absolute_distance_difference():
+    m = get_method("w-dbr")
+    # D(A=0, C=1) = 3, D(B=2, C=1) = 1 -> +|3 - 1| = 2 (positive sign: minimised)
+    assert m.distance_term(EMB, EMB_LABELS, ctx([(0, 2, 1)])).item() == pytest.approx(2.0)
+    logits = torch.zeros(4, 4)
+    got = m.loss(logits, EMB_LABELS, EMB, ctx([(0, 2, 1)], rho=0.5))
+    assert got.item() == pytest.approx(0.5 * F.cross_entropy(logits, EMB_LABELS).item() + 0.5 * 2.0, rel=1e-6)
+    # a class missing from the batch contributes nothing (and no NaN)
+    assert m.distance_term(EMB, EMB_LABELS, ctx([(0, 3)])).item() == 0.0
