@@ -175,10 +175,13 @@ def _leaf_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str,
     for name, module in model.named_modules():
         if len(list(module.children())) == 0:
             handles.append(module.register_forward_hook(lambda m, i, o, n=name: order.append((n, m))))
+    was_training = model.training
+    model.eval()  # never let the probe pass touch BatchNorm running statistics
     try:
         with torch.no_grad():
             model(example)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return order

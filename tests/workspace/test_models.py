@@ -104,3 +104,15 @@ def test_torchscript_capabilities_are_stated(tmp_path):
     tap = EmbeddingTap(model, "auto", torch.zeros(1, 3, 8, 8), 3)
     logits, emb = tap.forward(torch.zeros(2, 3, 8, 8))
     assert logits.shape == (2, 3) and emb is None
+
+
+def test_layer_search_leaves_batchnorm_statistics_alone():
+    from torch import nn
+
+    from workspace.models import find_classifier
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2)).train()
+    model(torch.randn(2, 3, 6, 6))  # materialise the lazy layer
+    before = model[1].running_mean.clone()
+    assert find_classifier(model, torch.randn(2, 3, 6, 6) * 50 + 10, 2) == "3"
+    assert torch.equal(model[1].running_mean, before) and model.training
