@@ -3,7 +3,10 @@
 ``demo`` ("shapes"): 32x32 images of ten shape classes on random backgrounds, with known
 ground truth for every diagnostic (DESIGN.md section 4):
 
-* a confusable pair: ``disk`` / ``oval`` (ovals with a small axis ratio look round);
+* a confusable pair: ``disk`` / ``oval``: ovals are only 1.3-1.8 times longer than wide,
+  and both classes are rare in train (0.35 times the other classes' frequency; eval is
+  balanced), so the model under-learns the difference: the pair is confused, yet learnable,
+  so a repair that focuses on the confused samples (w-loss) can fix much of it;
 * a biased triplet ``(oval, ring, disk)``: small shapes of every class but ``ring`` blur
   into round blobs, and most small blobs are disks or ovals, so the model confuses ``disk``
   with ``oval`` most, a little with every filled class, and never with ``ring``;
@@ -53,6 +56,8 @@ DATA_SEED = 20261123
 N_TRAIN, N_EVAL = 6000, 3000
 GRASS_TRAIN_TARGET, GRASS_TRAIN_OTHER, GRASS_EVAL = 0.85, 0.05, 0.3
 FLIP_RATE = 0.04
+# relative class frequencies in train (eval is balanced): the confusable pair is also rare
+TRAIN_FREQUENCY = {"disk": 0.35, "oval": 0.35}
 # share of small, blob-like shapes per class: round classes are often small, ring never
 TINY_RATE = {"disk": 0.3, "oval": 0.3, "ring": 0.0}
 TINY_RATE_OTHER = 0.06
@@ -150,7 +155,7 @@ def render_shape_image(rng: np.random.Generator, kind: str, *, grass: bool, clou
         labels[cov > 0.5] = 2
     s = rng.uniform(2.2, 3.0) if tiny else rng.uniform(5.0, 9.5)
     cx, cy = rng.uniform(11, 21), rng.uniform(10, 20)
-    ratio = rng.uniform(1.12, 1.7)
+    ratio = rng.uniform(1.3, 1.8)
     if tiny:
         # too small to show its outline: a soft round or elongated blob, whatever the class
         # (round for disks, elongated for ovals, either for the rest)
@@ -182,7 +187,13 @@ def generate_shapes(seed: int = DATA_SEED, n_train: int = N_TRAIN, n_eval: int =
     out: dict[str, np.ndarray] = {}
     total, done = n_train + n_eval, 0
     for split, n in (("train", n_train), ("eval", n_eval)):
-        true = np.tile(np.arange(k), n // k + 1)[:n]
+        if split == "train":
+            freq = np.array([TRAIN_FREQUENCY.get(name, 1.0) for name in SHAPE_CLASSES])
+            counts = np.floor(freq / freq.sum() * n).astype(int)
+            counts[np.argsort(-freq, kind="stable")[: n - counts.sum()]] += 1
+            true = np.repeat(np.arange(k), counts)
+        else:
+            true = np.tile(np.arange(k), n // k + 1)[:n]
         rng.shuffle(true)
         if split == "train":
             p_grass = np.where(true == target, GRASS_TRAIN_TARGET, GRASS_TRAIN_OTHER)

@@ -16,7 +16,7 @@ from workspace.errors import WorkspaceError
 from workspace.masks import LabelMapMasks
 
 REPO = Path(__file__).resolve().parent.parent
-DATA_VERSION = 1
+DATA_VERSION = 2  # bump when generate_shapes/generate_digits change
 
 
 def _load_or_make(path: Path, make) -> dict[str, np.ndarray]:
@@ -42,7 +42,7 @@ def _config(name: str, weights: Path, class_names, augment: str) -> WorkspaceCon
         model=ModelSpec(factory="workspace.demo:build_demo_model", weights=weights),
         data=DataSpec(format="demo", train=REPO, eval=REPO, classes=tuple(class_names)),
         transform=TransformSpec(resize=demo.IMAGE_SIZE, mean=demo.MEAN, std=demo.STD),
-        train=TrainSpec(lr=0.01, epochs=3, batch_size=128, augment=augment),
+        train=TrainSpec(lr=0.005, epochs=6, batch_size=128, augment=augment),
     )
 
 
