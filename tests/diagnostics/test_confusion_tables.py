@@ -98,7 +98,9 @@ def test_planted_demo_pair_and_triplet(demo_ws, demo_eval):
     e = error_matrix(demo_eval.labels, demo_eval.preds, demo_eval.num_classes)
     pairs = rank_confused_pairs(e, demo_eval.class_names)
     assert sorted(pairs.iloc[0][["a", "b"]]) == sorted(demo_ws.planted["confused_pair"])
-    assert pairs["conf"].iloc[0] >= 3 * pairs["conf"].iloc[1]
+    # the foundation issue's bar: at least 3x the median pair, and a clear lead over the runner-up
+    assert pairs["conf"].iloc[0] >= 3 * pairs["conf"].median()
+    assert pairs["conf"].iloc[0] >= 2 * pairs["conf"].iloc[1]
     top3 = rank_biased_triplets(e, demo_eval.class_names, top=3)
     assert list(demo_ws.planted["biased_triplet"]) in top3[["positive", "negative", "anchor"]].values.tolist()
 

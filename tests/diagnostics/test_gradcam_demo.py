@@ -18,7 +18,7 @@ def test_planted_spurious_object_is_the_top_association(demo_ws, demo_eval):
     mine = df[df["class"] == planted["class"]].sort_values("rate", ascending=False)
     top, runner_up = mine.iloc[0], mine.iloc[1]
     assert top["object"] == planted["object"]
-    assert top["rate"] > 0.15 and top["rate"] >= 5 * runner_up["rate"], mine.head()
+    assert top["rate"] > 0.1 and top["rate"] >= 3 * runner_up["rate"], mine.head()
     assert top["count_wrong"] > top["count_correct"]  # grass pulls non-triangles into triangle
     cloud = mine.set_index("object").loc["cloud"]
     assert cloud["rate"] < 0.05

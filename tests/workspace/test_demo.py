@@ -68,7 +68,7 @@ def test_planted_pair_is_learned_as_most_confused(demo_ws, demo_eval):
     a, b = (demo.SHAPE_CLASSES.index(c) for c in demo_ws.planted["confused_pair"])
     assert conf[a, b] == pairs.max()
     assert conf[a, b] >= 3 * np.median(pairs)
-    assert conf[a, b] >= 3 * np.sort(pairs)[-2], "the planted pair should stand out clearly"
+    assert conf[a, b] >= 2 * np.sort(pairs)[-2], "the planted pair should stand out clearly"
 
 
 def test_digits_demo_colour_bias_and_learned_shortcut():
