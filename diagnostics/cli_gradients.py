@@ -4,7 +4,7 @@
         [--lam L] [--biased-model gce] --out scores.csv [--json]
     python -m diagnostics gce --workspace W [--epochs 4] [--lr 1e-3] [--q 0.7]
 
-The CSV has the columns ``index,label,pred,grad_norm,M,D,S,p_s,comp_loss,noisy`` (index =
+The CSV has the columns ``index,label,pred,grad_norm,M,D,S,p_s,comp_loss,noisy,log_p_s`` (index =
 position in the split). The ``gce`` command is also the body of the page's background job.
 """
 
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from diagnostics.gradients import SCORE_COLUMNS, compute_scores
+    from diagnostics.gradients import CSV_COLUMNS, compute_scores
     from workspace.core import open_workspace
 
     out = Path(args.out)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     with tqdm_progress("gradients") as progress:
         frame = compute_scores(ws, args.version, split=args.split, params=args.params, k=args.k, lam=args.lam,
                                biased_model=None if args.biased_model == "loaded" else "gce", progress=progress)
-    frame[SCORE_COLUMNS].to_csv(out, index=False)
+    frame[CSV_COLUMNS].to_csv(out, index=False)
     noisy = int(frame["noisy"].sum())
     result = {
         "out": str(out), "split": args.split, "rows": len(frame), "params": args.params,

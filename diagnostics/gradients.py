@@ -38,6 +38,9 @@ Progress = Callable[[int, int], None]
 PARAM_CHOICES = ("last", "all")
 BIASED_CHOICES = (None, "gce")
 SCORE_COLUMNS = ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
+# the exported CSV: the columns, then the natural log of p_s, exact where p_s underflows
+# (with lambda = 1 the vMF direction score spans hundreds of orders of magnitude)
+CSV_COLUMNS = SCORE_COLUMNS + ["log_p_s"]
 EPS = 1e-12
 SCORES_VERSION = 4  # bump when a formula changes: invalidates cached score tables
 

@@ -136,7 +136,7 @@ def exports(ws, version: str, frame: pd.DataFrame, opts: Options) -> None:
     layer, lambda 0)."""
     c1, c2 = st.columns(2)
     tag = f"{opts.biased_model or 'loaded'}-{opts.params}"
-    c1.download_button("Download scores (CSV)", frame[G.SCORE_COLUMNS].to_csv(index=False),
+    c1.download_button("Download scores (CSV)", frame[G.CSV_COLUMNS].to_csv(index=False),
                        file_name=f"gradient-scores-{tag}-lam{opts.lam:g}.csv", mime="text/csv", key="grad_dl_scores")
     try:
         sampler = G.compute_scores(ws, version, lam=0.0, biased_model=opts.biased_model)

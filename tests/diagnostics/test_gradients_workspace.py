@@ -83,7 +83,9 @@ def test_cli_writes_csv_and_refuses_to_overwrite(tiny_workspace, tmp_path, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["rows"] == 12 and result["out"] == str(out)
     csv = pd.read_csv(out)
-    assert list(csv.columns) == ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy"]
+    assert list(csv.columns) == ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy",
+                                 "log_p_s"]
+    assert (csv["log_p_s"] <= 0).all() and np.allclose(np.exp(csv["log_p_s"]), csv["p_s"], atol=1e-300)
     assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(tmp_path / "b.csv"),
