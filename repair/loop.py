@@ -141,6 +141,9 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
         ValueError: the method cannot run on this model or data.
     """
     config.validate()
+    if ctx.task != ws.task or ctx.num_classes != ws.num_classes:
+        raise ValueError(f"targets are for a {ctx.task} task with {ctx.num_classes} classes, the workspace is "
+                         f"{ws.task} with {ws.num_classes}")
     log = log or (lambda text: None)
     reason = method.applicability(ws.model(parent), ws)
     if reason:

@@ -143,46 +143,6 @@ def test_heatmap_classes_limits_large_k():
     assert heatmap_classes(pairs, 100, limit=4) == [3, 7, 9, 50]
 
 
-@pytest.fixture
-def multi_label_workspace(tmp_path):
-    """A 3-class multi-label csv workspace with an untrained TinyNet (low threshold: many positives)."""
-    import textwrap
-
-    import torch
-
-    from tests.conftest import TINY_FACTORY, write_imagefolder
-
-    write_imagefolder(tmp_path / "img", per_class=4)
-    rows = ["path,labels"]
-    combos = ["cat", "dog", "fox", "cat|dog", "dog|fox", "cat|fox"]
-    for i, p in enumerate(sorted((tmp_path / "img").rglob("*.png"))):
-        rows.append(f"{p.relative_to(tmp_path)},{combos[i % len(combos)]}")
-    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "tinynet.py").write_text(TINY_FACTORY)
-    namespace: dict = {}
-    exec(TINY_FACTORY, namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["build"](3).state_dict(), tmp_path / "weights.pth")
-    (tmp_path / "workspace.toml").write_text(textwrap.dedent('''
-        name = "tiny-multi"
-        task = "multi_label"
-        threshold = 0.3
-        [model]
-        factory = "tinynet:build"
-        weights = "weights.pth"
-        [data]
-        format = "csv"
-        train = "all.csv"
-        eval = "all.csv"
-        classes = ["cat", "dog", "fox"]
-        [transform]
-        resize = 12
-        mean = [0.5, 0.5, 0.5]
-        std = [0.25, 0.25, 0.25]
-    '''))
-    return tmp_path / "workspace.toml"
-
-
 def test_pages_on_a_multi_label_workspace(multi_label_workspace):
     state = {ui.WORKSPACE: str(multi_label_workspace)}
     at = page("confusion", **state)

@@ -50,6 +50,18 @@ def test_every_finetuning_method_trains_two_steps(tiny_workspace, name):
     assert set(model.state_dict()) == set(before) and "forward" not in vars(model.bn)
 
 
+@pytest.mark.parametrize("name", FINETUNING)
+@pytest.mark.parametrize("targets", [((0, 1),), ((0, 1, 2),)], ids=["pair", "triplet"])
+def test_every_finetuning_method_runs_on_a_multi_label_workspace(multi_label_workspace, name, targets):
+    ws = open_workspace(multi_label_workspace)
+    ctx = TargetContext(targets, 0.5, 3, ws.task)
+    model, history, outputs = finetune(ws, get_method(name), ctx, tiny_config(batch_size=6))
+    assert outputs.multi_label and outputs.preds.shape == (12, 3)
+    assert len(history) == 1 and 0 <= history[0]["accuracy"] <= 1
+    assert history[0]["target_error"] == pytest.approx(target_error(
+        error_matrix(outputs.labels, outputs.preds, 3, task="multi_label"), targets))
+
+
 def test_finetuning_is_deterministic_on_cpu_given_the_seed(tiny_workspace):
     ws = open_workspace(tiny_workspace)
     ctx = TargetContext(((0, 1),), 0.3, 3)
