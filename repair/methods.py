@@ -298,7 +298,11 @@ class PGD(Method):
         self.probabilities = probabilities
 
     def applicability(self, model=None, ws=None):
-        return None if _pgd_probabilities() is not None else PGD_UNAVAILABLE
+        if _pgd_probabilities() is None:
+            return PGD_UNAVAILABLE
+        if ws is not None and ws.multi_label:
+            return "pgd is not applicable: per-sample gradient scores support single-label workspaces only"
+        return None
 
     def load(self, ws, parent: str = "orig", progress=None) -> None:
         fn = _pgd_probabilities()

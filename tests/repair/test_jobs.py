@@ -62,6 +62,14 @@ def test_every_finetuning_method_runs_on_a_multi_label_workspace(multi_label_wor
         error_matrix(outputs.labels, outputs.preds, 3, task="multi_label"), targets))
 
 
+def test_pgd_is_listed_not_applicable_on_multi_label(multi_label_workspace):
+    from repair.methods import method_table
+
+    rows = {r["method"]: r for r in method_table(None, open_workspace(multi_label_workspace))}
+    assert not rows["pgd"]["available"] and "single-label" in rows["pgd"]["reason"]
+    assert {m for m, r in rows.items() if not r["available"]} == {"pgd"}
+
+
 def test_finetuning_is_deterministic_on_cpu_given_the_seed(tiny_workspace):
     ws = open_workspace(tiny_workspace)
     ctx = TargetContext(((0, 1),), 0.3, 3)
