@@ -86,7 +86,8 @@ def build_representative_set(*outputs) -> RepresentativeSet:
         if out.embeddings is None:
             raise WorkspaceError(
                 f"model version {out.model_version or '?'} gives no embeddings on the {out.split or '?'} "
-                "split, so weakspots cannot be searched; set [model] embedding_layer in workspace.toml")
+                "split, so weakspots cannot be searched; set [model] embedding_layer in workspace.toml "
+                "(TorchScript models need an exported embed(x) method)")
         if tuple(out.class_names) != tuple(first.class_names):
             raise WorkspaceError("the outputs do not share the same classes")
         if out.embeddings.shape[1] != first.embeddings.shape[1]:

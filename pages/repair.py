@@ -30,7 +30,7 @@ method = st.radio("Method", available["method"].tolist(), index=available["metho
 row = table.set_index("method").loc[method]
 st.caption(f"**{method}** ({row['stage']} stage): {row['description']}")
 if not row["available"]:
-    st.warning(f"{method} is not applicable here: {row['reason']}")
+    st.warning(row["reason"] if row["reason"].startswith(method) else f"{method} is not applicable here: {row['reason']}")
 rho, config = W.settings(ws, method, bool(row["uses_rho"]))
 parent = ui.current_version(ws)
 

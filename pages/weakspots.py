@@ -26,7 +26,8 @@ if ws.multi_label:
 train, eval_ = ui.outputs(ws, "train", version), ui.outputs(ws, "eval", version)
 if train.embeddings is None or eval_.embeddings is None:
     st.error(f"Model version {version} gives no embeddings, so there is nothing to search. "
-             "Set `[model] embedding_layer` in workspace.toml to a layer that feeds the classifier.")
+             "Set `[model] embedding_layer` in workspace.toml to a layer that feeds the classifier "
+             "(a TorchScript model needs an exported `embed(x)` method instead).")
     st.stop()
 box = w.neighbour_data(ws, version, train, eval_)
 rep, table = box["rep"], box["table"]
