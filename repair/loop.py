@@ -52,7 +52,7 @@ class TrainConfig:
     def for_workspace(cls, ws, **overrides) -> "TrainConfig":
         t = ws.config.train
         base = cls(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-                   momentum=t.momentum)
+                   momentum=t.momentum, augment=t.augment != "none")
         return base.replace(**{k: v for k, v in overrides.items() if v is not None})
 
     def replace(self, **changes) -> "TrainConfig":
@@ -90,8 +90,8 @@ def eval_metrics(outputs: InferenceOutputs, ctx: TargetContext) -> dict:
 
 def evaluate(ws, model, device, *, progress=None) -> InferenceOutputs:
     data = ws.split("eval")
-    model.eval()  # finding the embedding layer runs a forward pass: keep BatchNorm statistics as they are
-    out = run_inference(model, make_loader(ws.dataset("eval"), batch_size=256), tap=ws.embedding_tap(model.eval()),
+    model.eval()
+    out = run_inference(model, make_loader(ws.dataset("eval"), batch_size=256), tap=ws.embedding_tap(model),
                         labels=data.labels, class_names=data.class_names, task=ws.task,
                         threshold=ws.config.threshold, device=device, progress=progress)
     out.split = "eval"

@@ -70,6 +70,12 @@ def test_pgd_is_listed_not_applicable_on_multi_label(multi_label_workspace):
     assert {m for m, r in rows.items() if not r["available"]} == {"pgd"}
 
 
+def test_config_defaults_come_from_the_workspace_train_section(tiny_workspace):
+    tiny_workspace.write_text(tiny_workspace.read_text() + "[train]\nlr = 0.002\nepochs = 7\naugment = \"none\"\n")
+    config = TrainConfig.for_workspace(open_workspace(tiny_workspace), epochs=2)
+    assert (config.lr, config.epochs, config.augment) == (0.002, 2, False)
+
+
 def test_finetuning_is_deterministic_on_cpu_given_the_seed(tiny_workspace):
     ws = open_workspace(tiny_workspace)
     ctx = TargetContext(((0, 1),), 0.3, 3)
