@@ -13,3 +13,7 @@ class WorkspaceError(Exception):
 
     def __str__(self) -> str:  # always one line, whatever the cause carried
         return " ".join(str(self.args[0]).split()) if self.args else "workspace error"
+
+
+class Cancelled(Exception):
+    """A long task stopped because the user asked it to (a job's cancel, a page's button, Ctrl-C)."""

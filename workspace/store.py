@@ -5,12 +5,14 @@ connection, so the Streamlit server, CLI processes and background training jobs 
 use the same file at once; WAL mode lets readers proceed while a job writes. Large arrays
 never go in here: they live in files next to the database.
 
-Tables (schema version :data:`SCHEMA_VERSION`):
+Tables (schema version :data:`SCHEMA_VERSION`; older stores are migrated by :data:`MIGRATIONS`,
+after a backup copy ``store.sqlite.v<N>.bak``):
 
 * ``model_versions``: one row per model version ("orig" is the loaded model), with its
   file, checksum and provenance (parent, method, rho, targets, seed, epochs, metrics).
-* ``runs``: fine-tuning jobs with status queued/running/done/failed/cancelled, progress,
-  log tail and error text; ``run_metrics``: their per-evaluation metrics.
+* ``runs``: jobs of every kind (``kind``: a repair run, a GCE biased model, a sweep, ...) with
+  status queued/running/done/failed/cancelled, progress, ETA, log tail, error text, their
+  parameters and result; ``run_metrics``: per-step losses and per-evaluation metrics.
 * ``reviews``: human verdicts (spurious associations, mislabelled samples, notes on pivotal
   images), unique per (kind, key, model_version) so a second review updates the first.
 """
@@ -18,12 +20,15 @@ Tables (schema version :data:`SCHEMA_VERSION`):
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from workspace.errors import WorkspaceError
+
+SCHEMA_VERSION = 2
 RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 _SCHEMA = """
@@ -91,7 +96,21 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 """
 
-_JSON_COLUMNS = {"targets", "metrics", "config", "baseline", "final", "extra", "payload"}
+#: schema version -> statements that bring a store from the version before it to this one
+MIGRATIONS: dict[int, list[str]] = {
+    2: [  # one job table for every long task
+        "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'repair'",
+        "ALTER TABLE runs ADD COLUMN entry TEXT",
+        "ALTER TABLE runs ADD COLUMN params TEXT",
+        "ALTER TABLE runs ADD COLUMN result TEXT",
+        "ALTER TABLE runs ADD COLUMN eta REAL",
+        "ALTER TABLE runs ADD COLUMN parent_run INTEGER",
+        "ALTER TABLE runs ADD COLUMN run_key TEXT",
+        "CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind)",
+    ],
+}
+
+_JSON_COLUMNS = {"targets", "metrics", "config", "baseline", "final", "extra", "payload", "params", "result"}
 
 
 def _decode(row: sqlite3.Row | None) -> dict | None:
@@ -109,31 +128,99 @@ def _encode(value):
 
 
 class Store:
-    """The workspace's SQLite database at ``path`` (created with its schema on first use)."""
+    """The workspace's SQLite database at ``path`` (created with its schema on first use).
 
-    def __init__(self, path: str | Path):
+    A store in a folder that cannot be written is opened read-only: everything can be viewed,
+    and every write raises :class:`~workspace.errors.WorkspaceError` saying why. A damaged
+    store or one written by a newer version is reported and never modified.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only is None:
+            folder_writable = os.access(self.path.parent, os.W_OK) if self.path.parent.exists() else True
+            file_writable = not self.path.exists() or os.access(self.path, os.W_OK)
+            read_only = not (folder_writable and file_writable)
+        self.read_only = bool(read_only)
+        if self.read_only:
+            if not self.path.is_file():
+                raise WorkspaceError(f"the state folder {self.path.parent} is read-only and holds no store yet")
+            self._check_version(self.schema_version)
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("BEGIN IMMEDIATE")  # one process creates or migrates at a time
+                try:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                    version = 1 if row is None else int(row[0])
+                    if row is None:
+                        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+                    self._check_version(version)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            if version < SCHEMA_VERSION:
+                self._migrate(version)
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(
+                f"the store {self.path} is damaged or not a Groupfix store ({exc}); it was left as it is: "
+                "move it aside (keeping it) and open the workspace again to start a fresh one") from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create the store {self.path}: {exc.strerror or exc}") from None
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{self.path} was written by a newer Groupfix (store schema {version}, this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade Groupfix, the store was left as it is")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store from ``version`` to :data:`SCHEMA_VERSION`, after a backup copy.
+
+        Each step runs in one transaction: a crash in the middle leaves the previous version.
+        """
+        backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        if not backup.exists():
+            with self._connect() as db, sqlite3.connect(backup) as copy:
+                db.backup(copy)
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} was written by a newer version (schema {row[0]} > {SCHEMA_VERSION})"
-                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    current = int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+                    if current < target:  # another process may have migrated meanwhile
+                        for statement in MIGRATIONS[target]:
+                            db.execute(statement)
+                        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(target),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
 
     @contextmanager
     def _connect(self):
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        if self.read_only:
+            # immutable: no lock or WAL files are created, so a read-only folder can be viewed
+            db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+        else:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout=30000")
         try:
             yield db
         finally:
             db.close()
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise WorkspaceError(f"the state folder {self.path.parent} is read-only: cannot save {what} "
+                                 "(viewing works; copy the workspace or set state_dir to a writable folder)")
 
     @property
     def schema_version(self) -> int:
@@ -145,6 +232,7 @@ class Store:
                           method=None, rho=None, targets=None, seed=None, epochs=None,
                           run_id=None, metrics=None, note=None) -> dict:
         """Register a model version. Ids are never reused: an existing id raises ValueError."""
+        self._writable("a model version")
         with self._connect() as db:
             try:
                 db.execute(
@@ -171,12 +259,16 @@ class Store:
 
     # ---- runs ------------------------------------------------------------------------
     def create_run(self, *, method: str, targets=None, rho=None, seed=None, config=None,
-                   parent_version: str = "orig", status: str = "queued") -> int:
+                   parent_version: str = "orig", status: str = "queued", kind: str = "repair",
+                   entry: str | None = None, params=None, device: str | None = None,
+                   parent_run: int | None = None, run_key: str | None = None) -> int:
+        self._writable("a job")
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO runs (method, targets, rho, seed, config, parent_version, status,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?)",
-                (method, _encode(targets), rho, seed, _encode(config), parent_version, status, time.time()),
+                "INSERT INTO runs (method, targets, rho, seed, config, parent_version, status, created_at,"
+                " kind, entry, params, device, parent_run, run_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (method, _encode(targets), rho, seed, _encode(config), parent_version, status, time.time(),
+                 kind, entry, _encode(params), device, parent_run, run_key),
             )
             return int(cur.lastrowid)
 
@@ -189,19 +281,33 @@ class Store:
         with self._connect() as db:
             return _decode(db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone())
 
-    def list_runs(self, *, status: str | None = None) -> list[dict]:
-        query, args = "SELECT * FROM runs", ()
-        if status is not None:
-            query, args = query + " WHERE status=?", (status,)
+    def list_runs(self, *, status: str | None = None, kind: str | None = None,
+                  parent_run: int | None = None) -> list[dict]:
+        clauses, args = [], []
+        for column, value in (("status", status), ("kind", kind), ("parent_run", parent_run)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                args.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         with self._connect() as db:
-            return [_decode(r) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+            return [_decode(r) for r in db.execute(f"SELECT * FROM runs{where} ORDER BY id", args).fetchall()]
 
     def add_metric(self, run_id: int, *, epoch: float, step: int, accuracy=None,
                    target_error=None, loss=None, extra=None) -> None:
+        self.add_metrics(run_id, [{"epoch": epoch, "step": step, "accuracy": accuracy,
+                                   "target_error": target_error, "loss": loss, "extra": extra}])
+
+    def add_metrics(self, run_id: int, rows: list[dict]) -> None:
+        """Several metric rows in one transaction (per-step losses are written in batches)."""
+        if not rows:
+            return
+        self._writable("metrics")
+        now = time.time()
         with self._connect() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO run_metrics VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, epoch, step, accuracy, target_error, loss, _encode(extra), time.time()),
+                [(run_id, r["epoch"], r["step"], r.get("accuracy"), r.get("target_error"), r.get("loss"),
+                  _encode(r.get("extra")), now) for r in rows],
             )
 
     def run_metrics(self, run_id: int) -> list[dict]:
@@ -215,6 +321,7 @@ class Store:
     def upsert_review(self, kind: str, key: str, *, model_version: str, verdict: str,
                       note: str = "", payload=None) -> dict:
         """Store a review; reviewing the same (kind, key, model_version) again updates it."""
+        self._writable("a review")
         now = time.time()
         with self._connect() as db:
             db.execute(
@@ -247,6 +354,7 @@ class Store:
         return [_decode(r) for r in rows]
 
     def delete_review(self, kind: str, key: str, *, model_version: str) -> None:
+        self._writable("a review")
         with self._connect() as db:
             db.execute("DELETE FROM reviews WHERE kind=? AND key=? AND model_version=?",
                        (kind, key, model_version))
@@ -255,6 +363,7 @@ class Store:
     def _update(self, table: str, key_column: str, key, fields: dict) -> None:
         if not fields:
             return
+        self._writable(f"the {table} row")
         columns = ", ".join(f"{name}=?" for name in fields)
         values = [_encode(v) if name in _JSON_COLUMNS else v for name, v in fields.items()]
         with self._connect() as db:
