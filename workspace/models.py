@@ -239,7 +239,9 @@ def _read_weights_file(path: Path) -> object:
 
 
 def _holds_tensors(obj: object) -> bool:
-    return isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values())
+    """A state_dict: string keys, some tensor values (an optimizer's int-keyed state is not)."""
+    return (isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj)
+            and any(isinstance(v, torch.Tensor) for v in obj.values()))
 
 
 def _state_dict_candidates(obj: object) -> list[tuple[str | None, Mapping]]:
@@ -426,8 +428,9 @@ def _tried_prefixes(prefixes: list[str]) -> str:
 
 
 def _fit_candidates(model: nn.Module, candidates: list[tuple[str | None, Mapping]],
-                    *, source: str) -> tuple[str | None, _Fit]:
-    """The first candidate (in preference order) that fits under some prefix.
+                    *, source: str) -> tuple[str | None, _Fit, list[str | None]]:
+    """The first candidate (in preference order) that fits under some prefix, and the
+    keys of the candidates before it that did not fit.
 
     Raises:
         WorkspaceError: none fits; the message describes the closest one.
@@ -438,7 +441,7 @@ def _fit_candidates(model: nn.Module, candidates: list[tuple[str | None, Mapping
     for key, state in candidates:
         fit, prefixes = _best_fit(own, batchnorms, state)
         if fit.ok:
-            return key, fit
+            return key, fit, [k for k, *_ in results]
         results.append((key, fit, prefixes))
     key, fit, prefixes = max(results, key=lambda r: r[1].score)
     all_prefixes = sorted({p for *_, ps in results for p in ps}, key=lambda p: (len(p), p))
@@ -481,15 +484,18 @@ def read_weights(path: Path, model: nn.Module) -> LoadedWeights:
     candidates = _state_dict_candidates(obj)
     if not candidates:
         raise _no_state_dict_error(path, obj)
-    key, fit = _fit_candidates(model, candidates, source=path.name)
+    key, fit, misfits = _fit_candidates(model, candidates, source=path.name)
     notes = []
-    others = [k for k, _ in candidates if k is not None and k != key]
-    if others:
-        notes.append(f"{', '.join(others)} also present, not used")
+    if misfits:
+        notes.append(f"{', '.join(k or '(top level)' for k in misfits)} also present but does not fit the model")
+    unused = [k for k, _ in candidates if k is not None and k != key and k not in misfits]
+    if unused:
+        notes.append(f"{', '.join(unused)} also present, not used")
     if fit.left_out:
-        shown = ", ".join(fit.left_out[:3]) + (", ..." if len(fit.left_out) > 3 else "")
-        notes.append(f"{len(fit.left_out)} keys outside {fit.prefix!r} left out ({shown})")
-    return LoadedWeights(state=dict(fit.state), path=path, source_key=key, prefix=fit.prefix,
+        n = len(fit.left_out)
+        shown = ", ".join(fit.left_out[:3]) + (", ..." if n > 3 else "")
+        notes.append(f"{n} key{'s' if n != 1 else ''} outside {fit.prefix!r} left out ({shown})")
+    return LoadedWeights(state=fit.state, path=path, source_key=key, prefix=fit.prefix,
                          filled_buffers=tuple(fit.filled), notes=tuple(notes))
 
 
@@ -535,7 +541,7 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
     Raises:
         WorkspaceError: the keys do not fit; one line grouped by layer.
     """
-    _, fit = _fit_candidates(model, [(None, state)], source=source)
+    _, fit, _ = _fit_candidates(model, [(None, state)], source=source)
     model.load_state_dict(fit.state)
 
 

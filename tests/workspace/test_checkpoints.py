@@ -113,6 +113,18 @@ def test_torch_compile_prefix_alone_or_stacked(tmp_path, prefix):
     assert set(load_checkpoint(tmp_path / "c.pt")) == set(net.state_dict())  # wrapper-only prefixes
 
 
+def test_data_parallel_save_keeps_module_versions(tmp_path):
+    net = trained_net()
+    torch.save(nn.DataParallel(net).state_dict(), tmp_path / "dp.pth")  # keys and _metadata under "module."
+    fresh = tiny_bn_net()
+    loaded = load_weights(fresh, tmp_path / "dp.pth")
+    assert loaded.prefix == "module." and not loaded.filled_buffers
+    # PyTorch's per-module format versions follow the keys, so version-aware loaders see them
+    assert loaded.state._metadata["1"]["version"] == 2 and "module.1" not in loaded.state._metadata
+    assert fresh[1].num_batches_tracked.item() == 123
+    assert torch.allclose(outputs(fresh, X), outputs(net, X))
+
+
 def test_lightning_ckpt(tmp_path):
     net = trained_net()
     state = prefixed(net.state_dict(), "model.")
@@ -128,7 +140,7 @@ def test_lightning_ckpt(tmp_path):
     loaded = load_weights(fresh, tmp_path / "epoch=7.ckpt")
     assert torch.allclose(outputs(fresh, X), outputs(net, X))
     assert (loaded.source_key, loaded.prefix) == ("state_dict", "model.")
-    assert "1 keys outside 'model.' left out (criterion.weight)" in loaded.summary()
+    assert "1 key outside 'model.' left out (criterion.weight)" in loaded.summary()
     # core.py's path: load_checkpoint keeps "model." (it cannot know), apply_state_dict strips it.
     assert "model.0.weight" in load_checkpoint(tmp_path / "epoch=7.ckpt")
     again = tiny_bn_net()
@@ -178,7 +190,7 @@ def test_torchvision_reference_style_model_ema(tmp_path):
     assert (loaded.source_key, loaded.prefix) == ("model_ema", "module.")
     assert torch.allclose(outputs(fresh, X), outputs(ema, X))
     assert loaded.summary() == ("model_ema (EMA weights) of checkpoint.pth; prefix 'module.' stripped; "
-                                "model also present, not used; 1 keys outside 'module.' left out (n_averaged)")
+                                "model also present, not used; 1 key outside 'module.' left out (n_averaged)")
 
 
 def test_ema_for_another_model_falls_back_to_the_plain_weights(tmp_path):
@@ -186,8 +198,10 @@ def test_ema_for_another_model_falls_back_to_the_plain_weights(tmp_path):
     torch.save({"state_dict": plain.state_dict(), "state_dict_ema": tiny_bn_net(5).state_dict()},
                tmp_path / "r.pth")
     fresh = tiny_bn_net()
-    assert load_weights(fresh, tmp_path / "r.pth").source_key == "state_dict"
+    loaded = load_weights(fresh, tmp_path / "r.pth")
+    assert loaded.source_key == "state_dict"
     assert torch.allclose(outputs(fresh, X), outputs(plain, X))
+    assert loaded.summary() == "state_dict of r.pth; state_dict_ema also present but does not fit the model"
 
 
 def test_safetensors(tmp_path):
