@@ -49,7 +49,7 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path):
 
 
 def test_state_dict_mismatch_names_the_keys():
-    with pytest.raises(WorkspaceError, match=r"shape mismatch: 4.weight \(5, 4\) vs model \(3, 4\)"):
+    with pytest.raises(WorkspaceError, match=r"4: shapes weight 5x4 vs model 3x4, bias 5 vs model 3"):
         apply_state_dict(small_net(3), small_net(5).state_dict(), source="w")
 
 
