@@ -40,17 +40,24 @@ def sidebar() -> None:
             if st.button("Open", key="ws_open", disabled=not path):
                 if Path(path).expanduser().exists():
                     st.session_state[ui.WORKSPACE] = path
+                    st.session_state.pop(ui.VERSION, None)
+                    st.query_params.clear()
+                    st.query_params["workspace"] = path
                     st.rerun()
                 else:
                     st.error(f"Not found: {path}")
         elif picked != spec:
             st.session_state[ui.WORKSPACE] = picked
             st.session_state.pop(ui.VERSION, None)
+            for key in ("version", "target"):  # the URL's version and target belonged to the old workspace
+                if key in st.query_params:
+                    del st.query_params[key]
+            st.query_params["workspace"] = picked
             st.rerun()
         ws = ui.workspace()
         versions = [v["id"] for v in ws.versions()]
         if st.session_state.get(ui.VERSION) not in versions:
-            st.session_state[ui.VERSION] = "orig"
+            st.session_state[ui.VERSION] = ui.current_version(ws)
         st.selectbox("Model version", versions, key=ui.VERSION,
                      help="Every repaired model is a new version; the loaded file is never modified")
         if st.button("Reload workspace", key="ws_reload", help="Read the workspace file and data again"):

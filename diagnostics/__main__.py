@@ -1,47 +1,43 @@
-"""``python -m diagnostics <command> --workspace W ... [--json]``.
+"""``python -m diagnostics <name> --workspace W ... [--json]``: one verb per registered diagnostic.
 
-Each command lives in its own module ``diagnostics/cli_<topic>.py`` exposing
-``register(subparsers)``, which adds its sub-parsers with ``set_defaults(func=...)``;
-``func(args)`` returns the result dict (printed as JSON with ``--json``) or raises
-:class:`~workspace.errors.WorkspaceError` for bad input.
+The verbs come from :mod:`diagnostics.registry`; each prints its result as JSON with ``--json``
+(else its ``text``), progress bars on stderr, and on bad input one ``error:`` line, exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
 import sys
 
-from workspace.cli import print_json, run_cli
-
-COMMAND_MODULES = (
-    "diagnostics.cli_confusion",   # confusion, wos
-    "diagnostics.cli_gradcam",     # gradcam
-    "diagnostics.cli_gradients",   # gradients
-    "diagnostics.cli_weakspots",   # weakspots
-)
+from diagnostics.registry import get_diagnostic, list_diagnostics
+from workspace.cli import Parser, add_workspace_argument, print_json, run_cli
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m diagnostics", description="Group-level error diagnostics.")
+def get_args_parser() -> Parser:
+    parser = Parser(prog="python -m diagnostics", description="Group-level error diagnostics.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+    for name in list_diagnostics():
+        d = get_diagnostic(name)
+        p = sub.add_parser(name, help=d.help, description=d.help)
+        add_workspace_argument(p)
+        d.add_arguments(p)
+        if not any(a.dest == "json" for a in p._actions):
+            p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.set_defaults(func=d.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     result = args.func(args)
+    code = int(result.pop("_exit_code", 0)) if isinstance(result, dict) else 0
     if getattr(args, "json", False):
-        print_json(result)
+        print_json({k: v for k, v in result.items() if k != "text"} if isinstance(result, dict) else result)
     elif isinstance(result, dict) and "text" in result:
         print(result["text"])
     else:
         print_json(result)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 For every explained (image, class) row and every object present in the image:
 ``share = positive relevance inside the object's mask / total positive relevance``
-(DESIGN.md section 1). The paper records an association when the heatmap's relevance on an
+("Addressing Weak Decision Boundaries in Image Classification", section 4.1). The paper records an association when the heatmap's relevance on an
 object passes "a certain threshold"; we use the share with threshold 0.3 by default.
 
 Aggregated per (class, object) over the split (:func:`aggregate_associations`):
@@ -17,19 +17,14 @@ Aggregated per (class, object) over the split (:func:`aggregate_associations`):
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from diagnostics.gradcam import GradCamResult, gradcam_key, upsample_cams
-from diagnostics.mask_sources import mask_to_input, masks_fingerprint
-from workspace.cache import cache_key
+from diagnostics.gradcam import GradCamResult, upsample_cams
+from diagnostics.mask_sources import mask_to_input
 
 DEFAULT_THRESHOLD = 0.3
 COLUMNS = ["class", "object", "count", "rate", "share_mean", "count_correct", "count_wrong", "n_pred", "present",
@@ -129,7 +124,7 @@ def aggregate_associations(shares: np.ndarray, classes: np.ndarray, correct: np.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    K, O = len(class_names), len(object_names)
+    K = len(class_names)
     classes = np.asarray(classes, dtype=np.int64)
     is_present = ~np.isnan(shares)
     hit = is_present & (np.nan_to_num(shares, nan=0.0) >= threshold)
@@ -214,27 +209,3 @@ def repair_targets(reviews: list[dict], shares: ObjectShares, labels: np.ndarray
             if pair not in pairs and pair[::-1] not in pairs:
                 pairs.append(pair)
     return pairs
-
-
-# ---- workspace-level helper with its disk cache ------------------------------------------
-def workspace_shares(ws, result: GradCamResult, masks, *, progress: Progress | None = None) -> ObjectShares:
-    """:func:`compute_object_shares` for a workspace, cached next to the Grad-CAM cache."""
-    t = ws.config.transform
-    key = cache_key(gradcam_key(ws, result.split, result.model_version, ws.config.model.gradcam_layer,
-                                result.target), masks_fingerprint(masks), str(t.resize), str(t.crop))
-    path = Path(ws.state_dir) / "gradcam" / result.model_version / f"{result.split}-shares-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                return ObjectShares(json.loads(str(z["names"])), z["shares"], z["present"], z["images"])
-        except (OSError, ValueError, KeyError):
-            pass  # damaged: recompute
-    if hasattr(masks, "prepare"):  # a segmentation model: label maps first (cached)
-        masks.prepare(progress)
-    out = compute_object_shares(result, masks, resize=t.resize, crop=t.crop, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-        np.savez(f, names=json.dumps(out.object_names), shares=out.shares, present=out.present_images,
-                 images=out.image_indices)
-    os.replace(f.name, path)
-    return out

@@ -95,36 +95,6 @@ def target_classes(targets: Sequence[Sequence[int]]) -> list[int]:
     return sorted({int(c) for t in targets for c in t})
 
 
-def parse_targets(text: str, class_names: Sequence[str]) -> list[tuple[int, ...]]:
-    """Parse ``"A,B"`` / ``"A,B;C,D"`` / ``"P,N,C"`` (names or indices) into index tuples.
-
-    Raises:
-        ValueError: unknown class, a repeated class, or mixed pairs and triplets; the
-            message lists the valid class names.
-    """
-    index = {name: k for k, name in enumerate(class_names)}
-    targets = []
-    for chunk in [c for c in text.split(";") if c.strip()]:
-        names = [n.strip() for n in chunk.split(",") if n.strip()]
-        ids = []
-        for name in names:
-            if name in index:
-                ids.append(index[name])
-            elif name.isdigit() and int(name) < len(class_names):
-                ids.append(int(name))
-            else:
-                shown = ", ".join(class_names[:20]) + ("…" if len(class_names) > 20 else "")
-                raise ValueError(f"unknown class {name!r}; valid classes: {shown}")
-        if len(ids) not in (2, 3) or len(set(ids)) != len(ids):
-            raise ValueError(f"{chunk.strip()!r} must name 2 (pair) or 3 (triplet) different classes")
-        targets.append(tuple(ids))
-    if not targets:
-        raise ValueError("no targets given (use A,B or A,B,C; separate several with ';')")
-    if len({len(t) for t in targets}) > 1:
-        raise ValueError("targets must be all pairs or all triplets")
-    return targets
-
-
 # ---- per-class accuracy, directional rates, all pairs and all triplets --------------------
 
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int, *,
@@ -315,24 +285,6 @@ def rank_biased_triplets(errors: np.ndarray, class_names: Sequence[str] | None =
     })
 
 
-def confusion_difference(labels_a: np.ndarray, preds_a: np.ndarray, labels_b: np.ndarray,
-                         preds_b: np.ndarray, num_classes: int, *, task: str = "single_label") -> np.ndarray:
-    """(K, K) change of the confusion between two model versions: ``B - A``.
-
-    Single-label: difference of the row-normalised confusion matrices (diagonal included:
-    a negative diagonal entry means that class lost accuracy). Multi-label: difference of
-    :func:`type2conf_directional`. Both versions are usually on the same split, but the
-    rates are per class so a different set of skipped images is harmless.
-    """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if task == "multi_label":
-        return type2conf_directional(labels_b, preds_b) - type2conf_directional(labels_a, preds_a)
-    before = confusion_rates(confusion_counts(labels_a, preds_a, num_classes))
-    after = confusion_rates(confusion_counts(labels_b, preds_b, num_classes))
-    return after - before
-
-
 def pair_mistakes(labels: np.ndarray, preds: np.ndarray, a: int, b: int, *,
                   task: str = "single_label") -> np.ndarray:
     """(M,) int64 positions of the ``a -> b`` mistakes.
@@ -349,3 +301,32 @@ def pair_mistakes(labels: np.ndarray, preds: np.ndarray, a: int, b: int, *,
     else:
         hit = (np.asarray(labels) == a) & (np.asarray(preds) == b)
     return np.flatnonzero(hit).astype(np.int64)
+
+
+def per_class_metrics(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str], *,
+                      task: str = "single_label"):
+    """Per-class precision, recall, F1 and support (multi-label: per label, one-vs-rest).
+
+    Args:
+        labels: (N,) int, or (N, K) multi-hot. preds: (N,) int, or (N, K) bool.
+
+    Returns:
+        DataFrame ``class, precision, recall, f1, support``; NaN where undefined (no
+        prediction of the class, or no sample of it).
+    """
+    import pandas as pd
+
+    k = len(class_names)
+    if task == "multi_label":
+        truth, pred = np.asarray(labels) > 0.5, np.asarray(preds, dtype=bool)
+        tp = (truth & pred).sum(0).astype(float)
+        predicted, support = pred.sum(0).astype(float), truth.sum(0).astype(float)
+    else:
+        counts = confusion_counts(labels, preds, k).astype(float)
+        tp, predicted, support = np.diag(counts), counts.sum(0), counts.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), np.nan)
+    return pd.DataFrame({"class": list(class_names), "precision": precision, "recall": recall, "f1": f1,
+                         "support": support.astype(int)})

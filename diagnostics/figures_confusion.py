@@ -43,14 +43,36 @@ def confusion_heatmap(rates: np.ndarray, class_names: Sequence[str], *, counts: 
     return fig
 
 
-def difference_heatmap(diff: np.ndarray, class_names: Sequence[str], *, title: str = "") -> go.Figure:
-    """Diverging heatmap of a change in confusion rates (e.g. version B - version A)."""
+#: red (worse) - white - green (better), for improvement matrices
+BETTER_WORSE = [[0.0, "#b2182b"], [0.5, "#f7f7f7"], [1.0, "#1a9850"]]
+
+
+def comparison_heatmap(cmp, class_names: Sequence[str], *, rows: Sequence[int] | None = None,
+                       title: str = "") -> go.Figure:
+    """The change of a :class:`~diagnostics.compare.Comparison` coloured by better (green) / worse (red).
+
+    The cell text is the signed change of the rate (after - before); the colour is its
+    improvement (diagonal up = better, off-diagonal up = worse), centred on 0.
+
+    Args:
+        rows: the class indices to show (default all).
+    """
     names = list(class_names)
-    bound = float(np.nanmax(np.abs(diff))) if diff.size else 0.0
-    fig = go.Figure(go.Heatmap(z=diff, x=names, y=names, zmid=0.0, zmin=-bound or -1e-9, zmax=bound or 1e-9,
-                               colorscale="RdBu_r", colorbar={"title": "change"},
-                               hovertemplate="label %{y}<br>predicted %{x}<br>change %{z:+.3f}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="label", height=_size(len(names)),
+    idx = list(range(len(names))) if rows is None else list(rows)
+    sub = np.ix_(idx, idx)
+    change, better = np.asarray(cmp.change)[sub], np.asarray(cmp.improvement)[sub]
+    shown = [names[i] for i in idx]
+    bound = float(np.nanmax(np.abs(better))) if better.size else 0.0
+    verdict = np.where(better > 1e-12, "better", np.where(better < -1e-12, "worse", "unchanged"))
+    fig = go.Figure(go.Heatmap(
+        z=better, x=shown, y=shown, zmid=0.0, zmin=-(bound or 1e-9), zmax=bound or 1e-9, colorscale=BETTER_WORSE,
+        customdata=np.dstack([change, verdict]), colorbar={"title": "better ↑<br>worse ↓"},
+        hovertemplate="label %{y}<br>predicted %{x}<br>rate change %{customdata[0]:+.3f} (%{customdata[1]})"
+                      "<extra></extra>"))
+    if len(idx) <= 25:
+        text = np.vectorize(lambda v: "" if abs(v) < 5e-4 else f"{v:+.2f}")(change)
+        fig.data[0].update(text=text, texttemplate="%{text}", textfont={"size": 10})
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="label", height=_size(len(idx)),
                       yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
@@ -76,9 +98,9 @@ def wos_curve_figure(curve, *, current_rho: float | None = None, suggestion: dic
     """The w-os trade-off: accuracy (or mAP) against target error over rho.
 
     Args:
-        curve: DataFrame ``rho, accuracy, target_error`` (:func:`repair.wos.wos_curve`).
+        curve: DataFrame ``rho, accuracy, target_error`` (:func:`diagnostics.wos.wos_curve`).
         current_rho: the slider's rho, marked in red (nearest curve point).
-        suggestion: :func:`repair.wos.suggest_rho`'s dict; draws the repaired bounds and the
+        suggestion: :func:`diagnostics.wos.suggest_rho`'s dict; draws the repaired bounds and the
             suggested point.
     """
     fig = go.Figure(go.Scatter(x=curve["target_error"], y=curve[metric], mode="lines+markers", name="w-os",

@@ -11,31 +11,26 @@ One *row* is one (image, class) pair. Single-label: the predicted class of every
 (or the chosen class). Predictions come from the workspace's inference cache, so the
 pass here is one forward + backward per batch.
 
-The cache keeps the heatmaps at the layer's resolution ((R, h, w) float32, small) under
-``ws.state_dir / "gradcam"``; :func:`upsample_cams` brings them to input size on demand.
-This is the only module that imports captum.
+Heatmaps are kept at the layer's resolution ((R, h, w) float32, small; the workspace stores
+them, see :mod:`diagnostics.run_gradcam`); :func:`upsample_cams` brings them to input size on
+demand. This is the only module that imports captum.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from workspace.cache import cache_key, make_loader
+from workspace.cache import make_loader
 from workspace.errors import WorkspaceError
 from workspace.models import find_last_conv, is_scripted, select_device
 
 Progress = Callable[[int, int], None]
-CACHE_VERSION = "1"
 
 
 @dataclass
@@ -188,93 +183,3 @@ def compute_gradcam(model: nn.Module, dataset, *, layer: str, indices: np.ndarra
     out = np.empty_like(cams)
     out[order] = cams
     return out
-
-
-# ---- the workspace-level entry point with its disk cache ---------------------------------
-def _cache_dir(ws) -> Path:
-    return Path(ws.state_dir) / "gradcam"
-
-
-def gradcam_key(ws, split: str, version: str, layer: str, target: str) -> str:
-    """Changes with the model version's weights, the data, the transform, layer and target."""
-    return cache_key(CACHE_VERSION, ws.outputs_key(split, version), layer, target)
-
-
-def _cache_paths(ws, split: str, version: str, key: str) -> tuple[Path, Path]:
-    base = _cache_dir(ws) / version / f"{split}-cam-{key}"
-    return base.with_suffix(".npz"), base.with_suffix(".json")
-
-
-def cached_gradcam(ws, split: str = "eval", version: str = "orig", *,
-                   target: str | None = None) -> GradCamResult | None:
-    """The cached result if present and current (never runs the model)."""
-    key = gradcam_key(ws, split, version, ws.config.model.gradcam_layer, target or "pred")
-    arrays, meta = _cache_paths(ws, split, version, key)
-    if not (arrays.is_file() and meta.is_file()):
-        return None
-    try:
-        info = json.loads(meta.read_text())
-        with np.load(arrays) as z:
-            data = {k: z[k] for k in ("indices", "classes", "correct", "cams")}
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache is rebuilt, never trusted
-    return GradCamResult(**data, input_size=tuple(info["input_size"]), layer=info["layer"],
-                         target=info["target"], split=split, model_version=version)
-
-
-def workspace_gradcam(ws, split: str = "eval", version: str = "orig", *, target: str | None = None,
-                      progress: Progress | None = None, batch_size: int = 128, device: str = "auto",
-                      rebuild: bool = False, outputs=None) -> GradCamResult:
-    """Grad-CAM of a model version on a split, from the disk cache or one batched pass.
-
-    Args:
-        target: None = explain the predicted class(es); a class name = that class.
-        progress: ``progress(done, total)``; raise from it to cancel (nothing is cached).
-        outputs: the split's cached ``InferenceOutputs`` if the caller has them.
-
-    Raises:
-        WorkspaceError: TorchScript or conv-less model, bad layer, unknown class name.
-    """
-    target_name = target or "pred"
-    target_idx = None
-    if target is not None:
-        if target not in ws.class_names:
-            raise WorkspaceError(f"unknown class {target!r}; valid: {', '.join(ws.class_names)}")
-        target_idx = ws.class_names.index(target)
-    if not rebuild:
-        found = cached_gradcam(ws, split, version, target=target)
-        if found is not None:
-            return found
-    model = ws.model(version)
-    layer = resolve_layer(model, ws.config.model.gradcam_layer, ws.example_input())
-    outputs = outputs if outputs is not None else ws.outputs(split, version)
-    indices, classes, correct = target_rows(outputs.preds, outputs.labels, outputs.indices,
-                                            task=ws.task, target=target_idx)
-    cams = compute_gradcam(model, ws.dataset(split), layer=layer, indices=indices, classes=classes,
-                           batch_size=batch_size, device=device, progress=progress)
-    size = tuple(int(s) for s in ws.example_input(1).shape[-2:])
-    result = GradCamResult(indices, classes, np.asarray(correct, bool), cams, size, layer, target_name,
-                           split, version)
-    _save(ws, result, gradcam_key(ws, split, version, ws.config.model.gradcam_layer, target_name))
-    return result
-
-
-def _save(ws, result: GradCamResult, key: str) -> None:
-    arrays, meta = _cache_paths(ws, result.split, result.model_version, key)
-    arrays.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=arrays.parent, suffix=".npz", delete=False) as f:
-        np.savez(f, indices=result.indices, classes=result.classes, correct=result.correct, cams=result.cams)
-    os.replace(f.name, arrays)
-    tmp = meta.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"input_size": list(result.input_size), "layer": result.layer,
-                               "target": result.target}))
-    os.replace(tmp, meta)
-    # entries of the same split and target made for older weights, data or layer are stale
-    for old in arrays.parent.glob(f"{result.split}-cam-*.json"):
-        try:
-            stale = old.stem != arrays.stem and json.loads(old.read_text()).get("target") == result.target
-        except (OSError, ValueError):
-            stale = False
-        if stale:
-            old.with_suffix(".npz").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)

@@ -3,10 +3,12 @@
 import numpy as np
 import streamlit as st
 
-from diagnostics.confusion import confusion_difference, pair_mistakes
-from diagnostics.figures_confusion import confusion_heatmap, difference_heatmap
+from diagnostics.compare import compare_outputs
+from diagnostics.confusion import pair_mistakes, per_class_metrics
+from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap
 from pages import ui
 from pages.widgets import confusion as w
+from workspace.targets import Target
 
 ws = ui.workspace()
 st.title("Confusion matrix and confused pairs")
@@ -47,8 +49,12 @@ st.plotly_chart(confusion_heatmap(t["rates"][sub], [names[i] for i in shown],
                                   counts=None if t["counts"] is None else t["counts"][sub],
                                   show="rates" if ws.multi_label else show, title=f"{version} on {split}"),
                 key="conf_heatmap")
-with st.expander("Per-class accuracy"):
-    st.dataframe({"class": names, "accuracy": t["per_class"]}, key="conf_per_class", hide_index=True)
+with st.expander("Per-class accuracy, precision, recall and F1"):
+    metrics = per_class_metrics(out.labels, out.preds, names, task=out.task)
+    metrics.insert(1, "accuracy", t["per_class"])
+    st.dataframe(metrics, key="conf_per_class", hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in ("accuracy", "precision", "recall", "f1")})
 
 st.subheader("Difference between two versions")
 others = [v["id"] for v in ws.versions() if v["id"] != version]
@@ -56,11 +62,12 @@ if not others:
     st.caption("Only one model version so far: repairs add versions you can compare here.")
 else:
     other = st.selectbox(f"Compare {version} with", others, key="conf_compare")
-    out_b = ui.outputs(ws, split, other)
-    diff = confusion_difference(out.labels, out.preds, out_b.labels, out_b.preds, out.num_classes, task=out.task)
-    d1, d2 = st.columns(2)
-    d1.metric(f"Accuracy of {other}", f"{out_b.accuracy:.2%}", f"{out_b.accuracy - out.accuracy:+.2%}")
-    st.plotly_chart(difference_heatmap(diff[sub], [names[i] for i in shown], title=f"{other} − {version} (rates)"),
+    cmp = compare_outputs(out, ui.outputs(ws, split, other))
+    d1, d2, d3 = st.columns(3)
+    d1.metric(f"Accuracy of {other}", f"{cmp.accuracy[1]:.2%}", f"{cmp.accuracy[1] - cmp.accuracy[0]:+.2%}")
+    d2.metric("Fixed (wrong → right)", f"{len(cmp.fixed):,}")
+    d3.metric("Broken (right → wrong)", f"{len(cmp.broken):,}")
+    st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title=f"{other} − {version} (rates; green = better)"),
                     key="conf_diff_heatmap")
 
 st.subheader("Most confused pairs")
@@ -75,7 +82,7 @@ labels = [f"{r.a} / {r.b} ({r.conf:.3f})" for r in pairs.itertuples()]
 pick = st.selectbox("Pair", range(len(pairs)), format_func=lambda i: labels[i], key="conf_pair")
 row = pairs.iloc[pick]
 a, b = int(row.a_id), int(row.b_id)
-w.use_as_target("confusion", [[row.a, row.b]], key="conf_use_target", source="confusion page")
+w.use_as_target(ws, Target(((a, b),), names), key="conf_use_target", source="confusion page")
 
 limit = int(st.slider("Images per direction", 4, 64, 16, step=4, key="conf_gallery_n"))
 for x, y in ((a, b), (b, a)):

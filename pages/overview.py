@@ -13,6 +13,8 @@ st.title(ws.name)
 st.caption(f"{ws.task.replace('_', '-')} · {ws.num_classes} classes · workspace `{ws.spec}` · "
            f"state in `{ws.state_dir}`")
 
+if ws.weights_summary:
+    st.caption(f"Weights: {ws.weights_summary}.")
 out = ui.outputs(ws, "eval", version)
 cols = st.columns(4)
 cols[0].metric("Eval accuracy", f"{out.accuracy:.2%}")

@@ -6,6 +6,7 @@ from diagnostics.confusion import rank_biased_triplets
 from diagnostics.figures_confusion import triplet_errors_figure
 from pages import ui
 from pages.widgets import confusion as w
+from workspace.targets import Target
 
 ws = ui.workspace()
 st.title("Bias triplets")
@@ -48,4 +49,5 @@ pick = st.selectbox("Triplet", range(len(top)), format_func=lambda i: labels[i],
 row = top.iloc[pick]
 st.markdown(f"The model confuses **{row.positive}** with **{row.anchor}** at {row.error_pos:.3f}, "
             f"but **{row.negative}** with **{row.anchor}** only at {row.error_neg:.3f}.")
-w.use_as_target("bias", [[row.positive, row.negative, row.anchor]], key="tri_use_target", source="bias triplets page")
+w.use_as_target(ws, Target(((int(row.positive_id), int(row.negative_id), int(row.anchor_id)),), out.class_names),
+                key="tri_use_target", source="bias triplets page")

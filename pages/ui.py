@@ -1,26 +1,34 @@
-"""Shared page plumbing: session-state keys, the current workspace, cached outputs, galleries.
+"""Shared page plumbing: the current workspace, per-workspace state, the URL, progress bars, galleries.
 
-Pages import from here; nothing here does maths. Models and workspaces are cached with
-``st.cache_resource`` (shared, never mutated); inference outputs come from the on-disk
-cache, and a missing entry is built once with a progress bar.
+Pages import from here; nothing here does maths. Workspaces are cached with
+``st.cache_resource`` (shared, never mutated); inference outputs come from the workspace's
+artifact store, and a missing entry is built once with a progress bar that shows an ETA.
+
+State that belongs to a workspace (its repair target, the rho picked on What-if) is kept per
+workspace (:func:`ws_state`), so opening another workspace never carries a target over. The
+workspace, the model version and the target are mirrored in the URL (``?workspace=...&version=
+...&target=...``), so a reload or a shared link opens the same view.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import streamlit as st
 
 from workspace.core import ORIG, Workspace, open_workspace, remember_workspace
-from workspace.errors import WorkspaceError
+from workspace.errors import Cancelled, WorkspaceError
+from workspace.jobs import EtaClock, format_seconds
+from workspace.targets import Target
 
 # ---- session-state keys (the only place they are spelled out) ------------------------
 WORKSPACE = "workspace_spec"
 VERSION = "model_version"
-TARGETS = "repair_targets"          # {"kind": "confusion"|"bias", "targets": [[a, b], ...] | [[p, n, c]]}
-TARGETS_SOURCE = "repair_targets_source"
-WOS_RHO = "wos_rho"
+PER_WORKSPACE = "_per_workspace"     # {spec: {"target": {...}, "target_source": str, "wos_rho": float}}
+TARGET, TARGET_SOURCE, WOS_RHO = "target", "target_source", "wos_rho"   # keys inside ws_state()
+PENDING_TARGET = "_pending_target"   # a target waiting for "replace?" confirmation
 
 
 def default_workspace() -> str:
@@ -41,7 +49,7 @@ def _generation() -> int:
 
 
 def reload_workspace() -> None:
-    """Forget the cached workspace so the next access reads the file again."""
+    """Forget the cached workspace so the next access reads the file and data again."""
     st.session_state["_ws_generation"] = _generation() + 1
 
 
@@ -66,30 +74,151 @@ def _leave_legacy_multipage_mode() -> None:
         return
     if not Runtime.exists() or type(Runtime.instance()) is not Runtime:
         return  # AppTest (a mock runtime) runs switched-to pages directly by design
-    # app.py calls st.navigation before anything else, which clears this flag
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
 
 
+def workspace_error(spec: str, exc: Exception) -> None:
+    """The main-area message for a workspace that does not open, with what to do."""
+    st.error(f"**Cannot open workspace `{spec}`**\n\n{exc}")
+    st.info("What to do: fix the workspace file or the files it names (the message says which), then press "
+            "**Reload workspace** in the sidebar, or pick the built-in demo there. The command "
+            f"`python -m workspace info --workspace {spec}` prints the same check.")
+
+
 def workspace() -> Workspace:
-    """The open workspace; on bad input shows the reason and stops the page."""
+    """The open workspace; on bad input shows the reason in the main area and stops the page."""
     _leave_legacy_multipage_mode()
     spec = current_spec()
     try:
         with st.spinner(f"Opening {spec} (the first time builds the demo data)…"):
             ws = _load_workspace(spec, _generation())
     except WorkspaceError as exc:
-        st.error(f"Cannot open workspace **{spec}**: {exc}")
+        workspace_error(spec, exc)
         st.stop()
     remember_workspace(spec)
+    _sync_url(ws)
     return ws
 
 
+def _sync_url(ws: Workspace) -> None:
+    params = {"workspace": ws.spec if ws.spec in ("demo",) or ws.spec.startswith("demo-digits") else current_spec(),
+              "version": current_version(ws)}
+    target = get_target(ws)
+    if target is not None:
+        params["target"] = target.text
+    for key, value in params.items():
+        if st.query_params.get(key) != value:
+            st.query_params[key] = value
+    if target is None and "target" in st.query_params:
+        del st.query_params["target"]
+
+
 def current_version(ws: Workspace) -> str:
-    """The model version picked in the sidebar ("orig" if none or unknown)."""
-    version = st.session_state.get(VERSION, ORIG)
+    """The model version picked in the sidebar (or in the URL); "orig" if none or unknown."""
+    version = st.session_state.get(VERSION) or st.query_params.get("version", ORIG)
     return version if version in {v["id"] for v in ws.versions()} else ORIG
+
+
+# ---- per-workspace state and the repair target -------------------------------------------------
+def ws_state(ws: Workspace) -> dict:
+    """The session's state for this workspace (created on first use; the URL's target seeds it)."""
+    store = st.session_state.setdefault(PER_WORKSPACE, {})
+    if ws.spec not in store:
+        store[ws.spec] = {}
+        text = st.query_params.get("target")
+        if text:
+            try:
+                store[ws.spec][TARGET] = Target.parse(text, ws.class_names).to_dict()
+                store[ws.spec][TARGET_SOURCE] = "link"
+            except ValueError:
+                pass  # a link for another workspace: ignore its target
+    return store[ws.spec]
+
+
+def get_target(ws: Workspace) -> Target | None:
+    return Target.from_dict(ws_state(ws).get(TARGET), ws.class_names)
+
+
+def target_source(ws: Workspace) -> str | None:
+    return ws_state(ws).get(TARGET_SOURCE)
+
+
+def set_target(ws: Workspace, target: Target, source: str) -> None:
+    state = ws_state(ws)
+    state[TARGET], state[TARGET_SOURCE] = target.to_dict(), source
+    st.session_state.pop(PENDING_TARGET, None)
+    st.query_params["target"] = target.text
+
+
+def offer_target(ws: Workspace, target: Target, *, key: str, source: str, label: str | None = None) -> None:
+    """A "use as repair target" button; replacing a different current target asks first."""
+    current = get_target(ws)
+    text = label or f"Use {target.label} as repair target"
+    if current is not None and current.groups == target.groups:
+        st.caption(f"✓ {target.label} is the current repair target.")
+    elif st.button(text, key=key, type="primary"):
+        if current is None:
+            set_target(ws, target, source)
+            st.rerun()
+        else:
+            st.session_state[PENDING_TARGET] = {"key": key, "target": target.to_dict(), "source": source}
+    pending = st.session_state.get(PENDING_TARGET)
+    if pending and pending["key"] == key and current is not None:
+        st.warning(f"Replace the current target **{current.label}** (from the {target_source(ws) or '?'}) "
+                   f"with **{target.label}**?")
+        c1, c2 = st.columns(2)
+        if c1.button("Replace", key=f"{key}_confirm", type="primary"):
+            set_target(ws, Target.from_dict(pending["target"], ws.class_names), pending["source"])
+            st.rerun()
+        if c2.button("Keep the current target", key=f"{key}_keep"):
+            st.session_state.pop(PENDING_TARGET, None)
+            st.rerun()
+
+
+def target_links(ws: Workspace) -> None:
+    """Where the current target can be used next."""
+    target = get_target(ws)
+    if target is None:
+        return
+    st.caption(f"Current repair target ({target.kind}): **{target.label}** — from the "
+               f"{target_source(ws) or '?'}. Try it post hoc on What-if, or fine-tune on Repair.")
+    c1, c2 = st.columns(2)
+    c1.page_link("pages/wos.py", label="What-if (w-os) with this target", icon=":material/tune:")
+    c2.page_link("pages/repair.py", label="Repair with this target", icon=":material/build:")
+
+
+# ---- progress with an ETA ---------------------------------------------------------------------
+class ProgressBar:
+    """``st.progress`` driven by ``progress(done, total)`` callbacks, with elapsed time and an ETA.
+
+    Use as a context manager; the bar disappears when the block ends. ``cancel_key`` adds a
+    Cancel button (checked between updates, it raises :class:`Cancelled`).
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.bar = st.progress(0.0, text=f"{text}…")
+        self.clock = EtaClock()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        eta = self.clock.update(done, total)
+        now = time.monotonic()
+        if now - self.last < 0.25 and done < total:
+            return
+        self.last = now
+        self.bar.progress(min(done / max(total, 1), 1.0),
+                          text=f"{self.text}: {done:,}/{total:,} · elapsed {format_seconds(self.clock.elapsed)}"
+                               f" · ETA {format_seconds(eta)}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.empty()
+        return False
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -98,7 +227,7 @@ def _outputs_memo(spec: str, generation: int, split: str, version: str, key: str
 
 
 def outputs(ws: Workspace, split: str = "eval", version: str | None = None):
-    """Cached inference outputs; builds them with a progress bar when missing."""
+    """Cached inference outputs; builds them with a progress bar (and ETA) when missing."""
     version = version or current_version(ws)
     try:
         key = ws.outputs_key(split, version)
@@ -106,22 +235,22 @@ def outputs(ws: Workspace, split: str = "eval", version: str | None = None):
         if "outputs" not in box:
             found = ws.cached_outputs(split, version)
             if found is None:
-                bar = st.progress(0.0, text=f"Running model {version} on the {split} split…")
-
-                def progress(done: int, total: int) -> None:
-                    bar.progress(done / max(total, 1), text=f"Running model {version} on {split}: {done}/{total} images")
-
-                found = ws.outputs(split, version, progress=progress)
-                bar.empty()
+                with ProgressBar(f"Running model {version} on the {split} split") as bar:
+                    found = ws.outputs(split, version, progress=bar)
             box["outputs"] = found
         out = box["outputs"]
-    except WorkspaceError as exc:
+    except (WorkspaceError, Cancelled) as exc:
         st.error(f"Cannot compute outputs of {version} on {split}: {exc}")
         st.stop()
     if out.skipped:
         st.warning(f"{len(out.skipped)} {split} images could not be loaded and are left out "
                    f"(first: {out.skipped[0]['id']}: {out.skipped[0]['error']}).")
     return out
+
+
+def empty_chart(message: str) -> None:
+    """What a chart without data shows instead of empty axes."""
+    st.info(message)
 
 
 def thumbnails(ws: Workspace, split: str, indices, captions=None, *, columns: int = 8, width: int = 96):
@@ -140,8 +269,3 @@ def thumbnails(ws: Workspace, split: str, indices, captions=None, *, columns: in
                 st.caption(f"#{index}: cannot load ({type(exc).__name__})")
                 continue
             st.image(np.asarray(img), width=width, caption=None if captions is None else captions[j])
-
-
-def not_implemented(what: str, issue: str) -> None:
-    """Say plainly that a page is not built yet."""
-    st.info(f"**Not implemented yet:** {what} ({issue}). Nothing on this page is computed.")

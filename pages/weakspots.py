@@ -29,7 +29,7 @@ if train.embeddings is None or eval_.embeddings is None:
              "Set `[model] embedding_layer` in workspace.toml to a layer that feeds the classifier "
              "(a TorchScript model needs an exported `embed(x)` method instead).")
     st.stop()
-box = w.neighbour_data(ws, version, train, eval_)
+box = w.neighbour_data(ws, version)
 rep, table = box["rep"], box["table"]
 if not len(table.queries):
     st.success("The model makes no mistakes on train or eval: there are no weakspots to find.")
@@ -74,7 +74,7 @@ with right:
         st.caption("No weakspots at these settings.")
     else:
         st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table")
-        w.target_picker(pairs)
+        w.target_picker(ws, pairs)
 
 st.subheader("Pivotal images and their nearest neighbours")
 g0, g1, g2 = st.columns([2, 1, 1])

@@ -1,13 +1,16 @@
 """The w-os what-if slider: post-hoc repair of the chosen targets (WR paper 3.4), instantly."""
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 
-from diagnostics.confusion import confusion_rates, parse_targets
-from diagnostics.figures_confusion import confusion_heatmap, difference_heatmap, wos_curve_figure
+from diagnostics.compare import compare_outputs
+from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap, wos_curve_figure
+from diagnostics.wos import suggest_rho
 from pages import ui
 from pages.widgets import confusion as w
-from repair.wos import suggest_rho
+from workspace.targets import Target
 
 ws = ui.workspace()
 st.title("What-if: w-os post-hoc repair")
@@ -25,21 +28,16 @@ if out.n == 0:
     st.error(f"No usable images in the {split} split.")
     st.stop()
 t = w.tables(ws, out)
-default = f"{t['pairs'].iloc[0].a},{t['pairs'].iloc[0].b}" if len(t["pairs"]) else ""
-text = w.targets_text(default)
-try:
-    targets = parse_targets(text, out.class_names)
-except ValueError as exc:
-    st.error(f"Targets: {exc}")
+default = Target(((int(t["pairs"].iloc[0].a_id), int(t["pairs"].iloc[0].b_id)),), out.class_names) \
+    if len(t["pairs"]) else None
+target = w.targets_editor(ws, default, key="wos_targets", source="What-if page")
+if target is None:
     st.stop()
-kind = "bias" if len(targets[0]) == 3 else "confusion"
-named = [[out.class_names[c] for c in tg] for tg in targets]
-w.share_targets(kind, named, "what-if page")
-source = st.session_state.get(ui.TARGETS_SOURCE)
-st.caption(f"{kind.capitalize()} target(s): " + "; ".join(" / ".join(n) for n in named)
-           + (f" (from the {source})" if source else ""))
+targets, kind = target.groups, target.kind
+source = ui.target_source(ws)
+st.caption(f"{kind.capitalize()} target: {target.label}" + (f" (from the {source})" if source else ""))
 
-what_if, curve = w.what_if(ws, out, targets)
+what_if, curve = w.what_if(ws, out, target)
 metric = "map" if out.multi_label else "accuracy"
 metric_name = "mAP" if out.multi_label else "Accuracy"
 error_name = ("mean cd" if kind == "bias" else ("type2conf" if out.multi_label else "type1conf"))
@@ -52,7 +50,7 @@ lambda2 = l2.number_input(f"λ2: largest drop of {'accuracy' if metric == 'accur
 suggestion = suggest_rho(curve, lambda1, lambda2)
 
 grid = [float(r) for r in curve["rho"]]
-rho = w.rho_slider(grid, suggestion)
+rho = w.rho_slider(ws, grid)
 result = what_if.evaluate(rho)
 base = what_if.base
 acc, acc0 = (result.map, base.map) if out.multi_label else (result.accuracy, base.accuracy)
@@ -61,8 +59,8 @@ m1, m2, m3 = st.columns(3)
 m1.metric(metric_name, f"{acc:.2%}", f"{acc - acc0:+.2%}")
 m2.metric(f"Target error ({error_name})", f"{result.target_error:.4f}",
           f"{result.target_error - base.target_error:+.4f}", delta_color="inverse")
-m3.metric("Changed predictions", f"{len(result.changed):,}", f"{result.fixed} fixed, {result.broken} broken",
-          delta_color="off")
+m3.metric("Changed predictions", f"{len(result.changed):,}")
+m3.markdown(f":green[{result.fixed:,} fixed] · :red[{result.broken:,} broken]")
 
 if suggestion["meets"]:
     st.success(f"Suggested rho = {suggestion['rho']:.4g}: {suggestion['reason']}.")
@@ -91,9 +89,8 @@ with tab_after:
         st.plotly_chart(confusion_heatmap(result.errors[sub], shown_names, title=f"type2conf after, rho = {rho:.4g}"),
                         key="wos_after_heatmap")
 with tab_diff:
-    before = confusion_rates(t["counts"]) if t["counts"] is not None else t["errors"]
-    after = result.rates if result.counts is not None else result.errors
-    st.plotly_chart(difference_heatmap((after - before)[sub], shown_names, title="after − before"),
+    cmp = compare_outputs(out, dataclasses.replace(out, preds=result.preds))
+    st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
                     key="wos_diff_heatmap")
 with tab_changes:
     st.dataframe(what_if.changes(result, names), key="wos_changes", hide_index=True)

@@ -1,106 +1,143 @@
-"""``python -m repair run|list|cancel|methods|worker`` (DESIGN.md section 3).
+"""``python -m repair run|list|cancel|methods``.
 
-``run`` executes in this process by default (progress on stderr) and writes the same run
-row, metrics and model version as a background job; ``--background`` starts a worker
-process instead and returns at once. ``worker`` is what the page and ``--background`` start.
+``run`` executes in this process by default (a tqdm bar on stderr with steps, loss and ETA) and
+writes the same run row, metrics and model version as a background job; ``--background``
+starts a worker process instead and returns at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from diagnostics.confusion import parse_targets
-from repair import jobs
-from repair.loop import TrainConfig
-from repair.methods import list_methods, method_table
-from workspace.cli import UsageError, add_workspace_argument, print_json, run_cli
+from repair import runs
+from repair.loop import SCHEDULES, TrainConfig
+from repair.methods import SCOPES, list_methods, method_table
+from workspace import jobs
+from workspace.cli import Parser, UsageError, add_workspace_argument, finite_float, print_json, run_cli
 from workspace.core import open_workspace
+from workspace.targets import Target
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m repair", description=__doc__)
+    parser = Parser(prog="python -m repair", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="repair the model with one method")
     add_workspace_argument(run)
     run.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
     run.add_argument("--targets", required=True, help="A,B (pair), A,B;C,D (pairs) or P,N,C (triplet)")
-    run.add_argument("--rho", type=float, default=0.5, help="trade-off in [0, 1] (1 = plain fine-tuning)")
+    run.add_argument("--rho", type=finite_float, default=None,
+                     help="the method's trade-off in [0, 1] (1 = plain fine-tuning); default: the method's")
+    run.add_argument("--scope", default="all", choices=SCOPES,
+                     help="all layers, the last block + head, or the head alone on cached embeddings")
     run.add_argument("--epochs", type=int)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--lr", type=float)
+    run.add_argument("--lr", type=finite_float)
     run.add_argument("--batch-size", type=int)
-    run.add_argument("--weight-decay", type=float)
+    run.add_argument("--weight-decay", type=finite_float)
+    run.add_argument("--train-fraction", type=finite_float, default=None,
+                     help="train on this random share of the train split (a quick run)")
+    run.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    run.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: per epoch)")
+    run.add_argument("--schedule", choices=SCHEDULES, default=None,
+                     help="cosine (default) or paper (WR: SGD+Nesterov, lr x0.1 at 50%% and 75%%)")
     run.add_argument("--no-augment", action="store_true", help="train on un-augmented images")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     run.add_argument("--parent", default="orig", help="model version to start from")
     run.add_argument("--background", action="store_true", help="start a worker process and return")
     run.add_argument("--json", action="store_true")
     for name, helptext in (("list", "list runs"), ("methods", "list methods and applicability")):
         p = sub.add_parser(name, help=helptext)
         add_workspace_argument(p)
+        if name == "methods":
+            p.add_argument("--scope", default="all", choices=SCOPES)
         p.add_argument("--json", action="store_true")
     cancel = sub.add_parser("cancel", help="cancel a queued or running run")
     add_workspace_argument(cancel)
     cancel.add_argument("--run-id", type=int, required=True)
     cancel.add_argument("--json", action="store_true")
-    worker = sub.add_parser("worker", help="(internal) execute a queued run")
-    add_workspace_argument(worker)
-    worker.add_argument("--run-id", type=int, required=True)
     return parser
 
 
+def _config(args, ws) -> TrainConfig:
+    preset = TrainConfig.for_workspace(ws)
+    if args.schedule == "paper":
+        preset = TrainConfig.paper(epochs=preset.epochs, augment=preset.augment)
+    return preset.replace(**{k: v for k, v in dict(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
+        device=args.device, augment=False if args.no_augment else None, scope=args.scope,
+        train_fraction=args.train_fraction, max_steps=args.max_steps, eval_every_steps=args.eval_every,
+        schedule=args.schedule).items() if v is not None})
+
+
 def _run(args, ws) -> dict:
+    from workspace.models import select_device
+
     try:
-        targets = parse_targets(args.targets, ws.class_names)
-        config = TrainConfig.for_workspace(ws, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                           weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                                           augment=not args.no_augment)
-        run_id = jobs.create_run(ws, args.method, targets, args.rho, config, parent=args.parent)
+        target = Target.parse(args.targets, ws.class_names)
+        config = _config(args, ws)
+        select_device(config.device)
+        run_id = runs.create_run(ws, args.method, target, args.rho, config, parent=args.parent)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.background:
         jobs.start_worker(ws, run_id)
         return {"run_id": run_id, "status": "queued", "method": args.method}
-    ws.store.update_run(run_id, pid=os.getpid())
-    if not jobs.wait_for_turn(ws.store, run_id):
-        ws.store.update_run(run_id, status="cancelled")
-    else:
-        jobs.execute_run(ws, run_id, echo=lambda line: print(line, file=sys.stderr, flush=True))
-    return jobs.run_result(ws, run_id)
+    from tqdm import tqdm
+
+    bar = {"tqdm": None, "phase": None}
+
+    def on_progress(done, total, message, eta):
+        if bar["phase"] != total:  # a new phase: a new bar
+            if bar["tqdm"] is not None:
+                bar["tqdm"].close()
+            bar["tqdm"] = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=False)
+            bar["phase"] = total
+        bar["tqdm"].set_description_str(message.split(",")[0][:40])
+        if "loss" in message:
+            bar["tqdm"].set_postfix_str(message.split(",", 1)[1].strip())
+        bar["tqdm"].update(done - bar["tqdm"].n)
+
+    def echo(line):
+        (tqdm.write if bar["tqdm"] is not None else print)(line, file=sys.stderr)
+
+    try:
+        jobs.run_foreground(ws, run_id, echo=echo, on_progress=on_progress)
+    finally:
+        if bar["tqdm"] is not None:
+            bar["tqdm"].close()
+    return runs.run_result(ws, run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ws = open_workspace(args.workspace)
-    if args.command == "worker":
-        run = jobs.run_worker(ws, args.run_id)
-        return 0 if run["status"] in ("done", "cancelled") else 1
     if args.command == "run":
         result = _run(args, ws)
     elif args.command == "list":
         result = [{k: r[k] for k in ("id", "method", "rho", "targets", "status", "progress", "model_version",
-                                     "baseline", "final", "error", "created_at")} for r in jobs.list_runs(ws)]
+                                     "baseline", "final", "error", "created_at")}
+                  | {"scope": (r["config"] or {}).get("scope", "all")} for r in runs.list_runs(ws)]
     elif args.command == "methods":
-        result = method_table(ws.model(), ws)
+        result = method_table(ws.model(), ws, scope=args.scope)
     else:
         try:
-            result = jobs.request_cancel(ws, args.run_id)
+            job = jobs.request_cancel(ws, args.run_id)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        result = {"run_id": result["id"], "status": result["status"], "cancel_requested": True}
+        result = {"run_id": job["id"], "status": job["status"], "cancel_requested": True}
     if getattr(args, "json", False):
         print_json(result)
     elif args.command == "list":
         for r in result:
             fin = r["final"] or {}
-            print(f"{r['id']:>4} {r['method']:<8} rho={r['rho']} {r['status']:<9} "
+            print(f"{r['id']:>4} {r['method']:<8} rho={r['rho']} {r['scope']:<10} {r['status']:<9} "
                   f"acc={fin.get('accuracy', '-')} target_error={fin.get('target_error', '-')}")
     else:
         print_json(result)
     if args.command == "run" and result.get("status") == "failed":
-        print(f"error: {result['error']}", file=sys.stderr)
+        print(f"error: run {result['run_id']} failed: {result['error']}", file=sys.stderr)
         return 1
     return 0
 

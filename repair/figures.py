@@ -3,10 +3,7 @@
 * :func:`runs_frame`: one row per run (method, rho, status, baseline and final metrics).
 * :func:`curves_figure`: accuracy and target error per evaluation of one run.
 * :func:`tradeoff_figure`: accuracy vs. target error of every finished run on the same
-  targets, orig and orig-ft marked, the "repaired" region (DESIGN.md 1) shaded.
-* :func:`compare_outputs` / :func:`confusion_diff_figure`: the before/after view
-  (WR paper Figure 7): fixed (wrong -> right) and broken (right -> wrong) eval samples and
-  the change of the row-normalised confusion matrix.
+  targets, orig and orig-ft marked, the "repaired" region (WR paper 2.2.3) shaded.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from diagnostics.confusion import confusion_counts, confusion_rates
 
 RUN_COLUMNS = ["id", "method", "rho", "targets", "status", "progress", "message", "baseline_accuracy",
                "baseline_target_error", "accuracy", "target_error", "model_version", "minutes", "error"]
@@ -47,26 +43,35 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
 
 
 def curves_figure(metrics: list[dict], *, title: str = "") -> go.Figure:
-    """Accuracy (left axis) and target error (right axis) against epoch (0 = before)."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    epochs = [m["epoch"] for m in metrics]
-    fig.add_trace(go.Scatter(x=epochs, y=[m["accuracy"] for m in metrics], name="accuracy",
-                             mode="lines+markers"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=epochs, y=[m["target_error"] for m in metrics], name="target error",
-                             mode="lines+markers", line={"dash": "dash"}), secondary_y=True)
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="accuracy", secondary_y=False)
-    fig.update_yaxes(title_text="target error", secondary_y=True)
-    fig.update_layout(title=title, height=320, margin={"t": 40, "b": 10}, legend={"orientation": "h"})
+    """A run's live curves against epoch: the training loss of every step (top) and the
+    evaluations' accuracy and target error (bottom; epoch 0 = the parent before the run)."""
+    steps = [m for m in metrics if m.get("accuracy") is None and m.get("loss") is not None]
+    evals = [m for m in metrics if m.get("accuracy") is not None]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.6],
+                        specs=[[{}], [{"secondary_y": True}]])
+    if steps:
+        fig.add_trace(go.Scatter(x=[m["epoch"] for m in steps], y=[m["loss"] for m in steps], name="training loss",
+                                 mode="lines", line={"width": 1, "color": "#7f7f7f"}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[m["epoch"] for m in evals], y=[m["accuracy"] for m in evals], name="accuracy",
+                             mode="lines+markers", line={"color": "#1f77b4"}), row=2, col=1, secondary_y=False)
+    fig.add_trace(go.Scatter(x=[m["epoch"] for m in evals], y=[m["target_error"] for m in evals],
+                             name="target error", mode="lines+markers", line={"dash": "dash", "color": "#d62728"}),
+                  row=2, col=1, secondary_y=True)
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", row=2, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="target error", row=2, col=1, secondary_y=True)
+    fig.update_layout(title=title, height=420, margin={"t": 40, "b": 10}, legend={"orientation": "h"})
     return fig
 
 
 def tradeoff_figure(frame: pd.DataFrame, *, baseline: dict | None, lambda1: float = 0.25,
-                    lambda2: float = 0.01) -> go.Figure:
+                    lambda2: float = 0.01, reference: str | None = None) -> go.Figure:
     """Final accuracy vs. target error of the finished runs in ``frame`` (:func:`runs_frame`).
 
     The shaded region holds the *repaired* models: target error at most
-    ``(1 - lambda1)`` x orig's and accuracy at least ``(1 - lambda2)`` x orig's.
+    ``(1 - lambda1)`` x orig's and accuracy at least ``(1 - lambda2)`` x orig's. Runs of the
+    ``reference`` method (plain fine-tuning) are drawn as diamonds.
     """
     fig = go.Figure()
     done = frame[(frame["status"] == "done") & frame["accuracy"].notna()]
@@ -79,43 +84,13 @@ def tradeoff_figure(frame: pd.DataFrame, *, baseline: dict | None, lambda1: floa
         fig.add_trace(go.Scatter(x=[te0], y=[acc0], mode="markers+text", name="orig", text=["orig"],
                                  textposition="top center", marker={"symbol": "star", "size": 16, "color": "black"}))
     for method, group in done.groupby("method", sort=True):
-        symbol = "diamond" if method == "orig-ft" else "circle"
+        ref = method == reference
         fig.add_trace(go.Scatter(
             x=group["target_error"], y=group["accuracy"], mode="markers", name=method,
-            marker={"symbol": symbol, "size": 11 if method == "orig-ft" else 9},
+            marker={"symbol": "diamond" if ref else "circle", "size": 11 if ref else 9},
             customdata=np.stack([group["id"], group["rho"].fillna(np.nan)], axis=1),
             hovertemplate=f"{method} run %{{customdata[0]}}, rho %{{customdata[1]}}<br>"
                           "target error %{x:.4f}<br>accuracy %{y:.4f}<extra></extra>"))
     fig.update_layout(xaxis_title="target error (lower is better)", yaxis_title="accuracy", height=380,
-                      margin={"t": 20, "b": 10})
-    return fig
-
-
-def compare_outputs(before, after) -> dict:
-    """Fixed and broken samples between two eval outputs of the same split.
-
-    Returns:
-        ``{"fixed": (M,) int64 split indices wrong before and right after, "broken": the
-        reverse, "before_rates", "after_rates": (K, K) row-normalised confusion (single-label;
-        for multi-label the per-class correct rates are not compared and these are None)}``.
-    """
-    common, ib, ia = np.intersect1d(before.indices, after.indices, return_indices=True)
-    cb, ca = before.correct[ib], after.correct[ia]
-    out = {"fixed": common[~cb & ca], "broken": common[cb & ~ca], "before_rates": None, "after_rates": None}
-    if not before.multi_label:
-        K = before.num_classes
-        out["before_rates"] = confusion_rates(confusion_counts(before.labels[ib], before.preds[ib], K))
-        out["after_rates"] = confusion_rates(confusion_counts(after.labels[ia], after.preds[ia], K))
-    return out
-
-
-def confusion_diff_figure(before_rates: np.ndarray, after_rates: np.ndarray, class_names) -> go.Figure:
-    """Heat map of after - before, row-normalised (blue: fewer predictions of that cell)."""
-    diff = np.asarray(after_rates) - np.asarray(before_rates)
-    limit = float(np.abs(diff).max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=diff, x=list(class_names), y=list(class_names), zmid=0, zmin=-limit, zmax=limit,
-                               colorscale="RdBu_r", texttemplate="%{z:+.2f}",
-                               hovertemplate="label %{y}, predicted %{x}: %{z:+.3f}<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted", yaxis_title="label", yaxis_autorange="reversed", height=420,
                       margin={"t": 20, "b": 10})
     return fig

@@ -1,37 +1,49 @@
-"""The one fine-tuning loop every repair method plugs into (STYLE.md "one loop").
+"""Repair fine-tuning: a method's hooks on the one training loop (:func:`workspace.training.fit`).
 
-SGD with momentum and a cosine learning-rate decay on the workspace's train split (its train transform: light
-augmentation), the method's hooks for sampling weights, an extra batch, model preparation
-and the loss; evaluation on the eval split after every epoch (and every
-``eval_every_steps`` steps for long epochs) giving accuracy, the target error and the full
-confusion matrix. CUDA (with autocast and a GradScaler) > MPS > CPU; on CPU the result is
-deterministic given the seed.
+A run fine-tunes a copy of a model version on the workspace's train split and evaluates on the
+eval split (accuracy, the target error and the full confusion matrix) at every epoch end and every
+``eval_every_steps`` steps. The loaded model is never modified.
 
-The caller passes callbacks: ``on_step(step, total_steps, loss)``, ``on_eval(metric)``,
-``should_stop() -> bool`` (checked every step; True raises :class:`Cancelled`) and
-``log(text)``. The workspace's cached model is deep-copied, never modified.
+Scopes (:data:`repair.methods.SCOPES`):
+
+* ``all``: every parameter trains. Images come from the decoded split (decoded once into
+  uint8 tensors, augmented as tensors; :mod:`workspace.tensors`) when it fits the memory budget,
+  else from a DataLoader that decodes per batch.
+* ``last-block``: the last stage and the head train (:func:`workspace.layers.last_block`);
+  every other layer is frozen and kept in eval mode, so its BatchNorm statistics do not move.
+* ``head``: only the final ``nn.Linear`` trains, on the cached embeddings of the parent version
+  (its input): no image is decoded and no backbone runs, so an epoch over 50,000 samples takes
+  seconds on a CPU. There is no augmentation at this scope (the embeddings are fixed).
+
+Optimiser: SGD with momentum and, by default, a cosine decay to 0 over the run (fine-tuning
+ends where the original training ended); ``schedule="paper"`` is the WR paper's: Nesterov
+momentum, lr x0.1 at 50 % and 75 % of the epochs. CUDA (autocast + GradScaler) > MPS > CPU;
+on CPU a run is deterministic given the seed.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from diagnostics.confusion import confusion_counts, error_matrix, target_error
-from repair.methods import Method, TargetContext, in_classes
+from repair.methods import SCOPES, Method, TargetContext, in_classes
 from repair.wbn import weighted_bn
-from workspace.cache import InferenceOutputs, make_loader, run_inference
+from workspace.cache import InferenceOutputs, decide, make_loader, run_inference, to_probs
+from workspace.errors import WorkspaceError
+from workspace.layers import freeze_except, last_block, model_units, train_mode_setter
 from workspace.models import select_device
+from workspace.tensors import TensorBatches, decoded
+from workspace.training import fit, seed_everything, set_threads
 
-
-class Cancelled(Exception):
-    """Raised inside the loop when ``should_stop()`` says so."""
+SCHEDULES = ("cosine", "paper")
+AUGMENTS = ("flip_crop", "crop", "none")
 
 
 @dataclass
@@ -46,7 +58,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_every_steps: int = 0  # 0: every epoch, plus 4 times per epoch past 400 steps
-    augment: bool = True  # the workspace's train transform (light augmentation); False: eval transform
+    augment: bool = True  # the workspace's augmentation; False: none
+    scope: str = "all"
+    train_fraction: float = 1.0  # a random share of the train split (quick runs)
+    max_steps: int | None = None  # a step budget
+    schedule: str = "cosine"
 
     @classmethod
     def for_workspace(cls, ws, **overrides) -> "TrainConfig":
@@ -55,23 +71,45 @@ class TrainConfig:
                    momentum=t.momentum, augment=t.augment != "none")
         return base.replace(**{k: v for k, v in overrides.items() if v is not None})
 
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+    @classmethod
+    def paper(cls, **overrides) -> "TrainConfig":
+        """The WR paper's schedule (its released code): SGD + Nesterov, lr 0.1 -> 0.01 at 50 % ->
+        0.001 at 75 % of the epochs, weight decay 1e-4, batch 128."""
+        return cls(lr=0.1, weight_decay=1e-4, batch_size=128, momentum=0.9, schedule="paper").replace(**overrides)
+
     def replace(self, **changes) -> "TrainConfig":
         out = TrainConfig(**{**asdict(self), **changes})
         out.validate()
         return out
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("lr must be > 0, weight decay >= 0 and momentum in [0, 1)")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+        """Raises ValueError (one line) on any bad setting, before any work starts."""
+        def finite(x):
+            return isinstance(x, (int, float)) and math.isfinite(float(x))
+        if not (isinstance(self.epochs, int) and self.epochs >= 1) or not (isinstance(self.batch_size, int)
+                                                                            and self.batch_size >= 1):
+            raise ValueError("epochs and batch size must be whole numbers >= 1")
+        if not (finite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if not (finite(self.train_fraction) and 0 < self.train_fraction <= 1):
+            raise ValueError(f"train fraction must be in (0, 1], got {self.train_fraction}")
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max steps must be a whole number >= 1, got {self.max_steps}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.eval_every_steps < 0:
+            raise ValueError("eval every steps must be >= 0")
 
 
 def eval_metrics(outputs: InferenceOutputs, ctx: TargetContext) -> dict:
@@ -88,48 +126,105 @@ def eval_metrics(outputs: InferenceOutputs, ctx: TargetContext) -> dict:
             "confusion": np.asarray(conf).tolist()}
 
 
-def evaluate(ws, model, device, *, progress=None) -> InferenceOutputs:
+# ---- data ----------------------------------------------------------------------------------------
+def _train_indices(ws, config: TrainConfig) -> np.ndarray:
+    n = len(ws.split("train"))
+    if config.train_fraction >= 1.0:
+        return np.arange(n)
+    rng = np.random.default_rng(config.seed + 7)
+    return np.sort(rng.choice(n, size=max(2, int(round(n * config.train_fraction))), replace=False))
+
+
+def _draw(indices: np.ndarray, weights: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
+    """One epoch's order: a weighted draw with replacement, or a permutation."""
+    if weights is None:
+        return indices[torch.randperm(len(indices), generator=generator).numpy()]
+    w = np.asarray(weights, dtype=np.float64)[indices]
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("sampling weights must be finite, non-negative and not all zero")
+    drawn = torch.multinomial(torch.as_tensor(w), len(indices), replacement=True, generator=generator)
+    return indices[drawn.numpy()]
+
+
+class _ImageSource:
+    """Training batches of images: decoded tensors when they fit, else a decoding DataLoader."""
+
+    def __init__(self, ws, config: TrainConfig, device, *, progress=None, should_stop=None):
+        self.ws, self.config, self.device = ws, config, device
+        self.augment = ws.config.train.augment if config.augment else "none"
+        self.pixels = decoded(ws, "train", progress=progress)
+        self.should_stop = should_stop
+        t = ws.config.transform
+        self.mean, self.std = t.mean, t.std
+
+    def batches(self, order: np.ndarray, generator: torch.Generator, *, batch_size: int, drop_last: bool):
+        if self.pixels is not None:
+            return TensorBatches(self.pixels, order, batch_size=batch_size, mean=self.mean, std=self.std,
+                                 augment=self.augment, generator=generator, drop_last=drop_last,
+                                 device=self.device, should_stop=self.should_stop)
+        dataset = self.ws.dataset("train", train=self.augment != "none", indices=order)
+        base = make_loader(dataset, batch_size=batch_size)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                           num_workers=base.num_workers, drop_last=drop_last,
+                                           pin_memory=base.pin_memory)
+
+
+def evaluate(ws, model, device, *, progress=None, tap=None) -> InferenceOutputs:
+    """Outputs of ``model`` on the eval split (decoded tensors when available)."""
     data = ws.split("eval")
     model.eval()
-    out = run_inference(model, make_loader(ws.dataset("eval"), batch_size=256), tap=ws.embedding_tap(model),
-                        labels=data.labels, class_names=data.class_names, task=ws.task,
-                        threshold=ws.config.threshold, device=device, progress=progress)
+    pixels = decoded(ws, "eval")
+    t = ws.config.transform
+    if pixels is not None:
+        loader = TensorBatches(pixels, np.arange(pixels.n), batch_size=256, mean=t.mean, std=t.std)
+    else:
+        loader = make_loader(ws.dataset("eval"), batch_size=256)
+    out = run_inference(model, loader, tap=tap or ws.embedding_tap(model), labels=data.labels,
+                        class_names=data.class_names, task=ws.task, threshold=ws.config.threshold,
+                        device=device, progress=progress)
     out.split = "eval"
     return out
 
 
-def _train_loader(ws, config: TrainConfig, weights: np.ndarray | None, generator, indices=None):
-    dataset = ws.dataset("train", train=config.augment, indices=indices)
-    n = len(dataset)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError("sampling weights must be finite, non-negative and not all zero")
-        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), n, replacement=True,
-                                                         generator=generator)
-    else:
-        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
-    loader = make_loader(dataset, batch_size=config.batch_size)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=loader.num_workers,
-        drop_last=n > config.batch_size, pin_memory=loader.pin_memory, generator=generator,
-    )
-
-
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
-def _labels_of(ws, index: torch.Tensor, device) -> torch.Tensor:
+def _labels(ws, index: torch.Tensor, device) -> torch.Tensor:
     labels = ws.split("train").labels[index.numpy()]
     return torch.as_tensor(labels, dtype=torch.float32 if ws.multi_label else torch.int64).to(device)
 
 
+def _optimizer(params, config: TrainConfig, total: int):
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                                nesterov=config.schedule == "paper" and config.momentum > 0)
+    if config.schedule == "paper":
+        def factor(i):
+            return 1.0 if i < 0.5 * total else (0.1 if i < 0.75 * total else 0.01)
+    else:
+        def factor(i):
+            return 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def head_module(ws, model: nn.Module) -> tuple[str, nn.Linear]:
+    """The final Linear whose input is the cached embedding (the ``head`` scope trains it)."""
+    tap = ws.embedding_tap(model)
+    if tap.module is None or not tap.use_input or not isinstance(tap.module, nn.Linear):
+        raise WorkspaceError("the head scope needs the cached embedding to be the input of the final nn.Linear "
+                             "(embedding_layer = \"auto\"); use the last-block or all scope")
+    return tap.layer, tap.module
+
+
+# ---- the run -----------------------------------------------------------------------------------
 def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, parent: str = "orig",
              on_step: Callable | None = None, on_eval: Callable | None = None,
-             should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None):
-    """Fine-tune a copy of model ``parent`` with ``method``.
+             should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
+             progress: Callable | None = None, probe: bool = False):
+    """Fine-tune a copy of model ``parent`` with ``method`` at ``config.scope``.
+
+    Args:
+        on_step: ``on_step(step, total_steps, loss)`` after every step.
+        on_eval: ``on_eval(metric)`` after every evaluation (see Returns).
+        should_stop: checked every step; True raises :class:`~workspace.errors.Cancelled`.
+        progress: ``progress(done, total)`` of preparatory passes (decoding, embeddings).
+        probe: a timing probe: no evaluation at all (use with ``config.max_steps``).
 
     Returns:
         ``(model, history, final_outputs)``: the trained model (CPU, eval mode, plain
@@ -138,91 +233,256 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
 
     Raises:
         Cancelled: ``should_stop()`` returned True.
-        ValueError: the method cannot run on this model or data.
+        ValueError: the method cannot run on this model, data or scope.
     """
     config.validate()
+    ctx = TargetContext(ctx.targets, ctx.rho, ctx.num_classes, ctx.task, config.scope)
     if ctx.task != ws.task or ctx.num_classes != ws.num_classes:
         raise ValueError(f"targets are for a {ctx.task} task with {ctx.num_classes} classes, the workspace is "
                          f"{ws.task} with {ws.num_classes}")
     log = log or (lambda text: None)
-    reason = method.applicability(ws.model(parent), ws)
+    reason = method.applicability(ws.model(parent), ws, config.scope)
     if reason:
         raise ValueError(reason)
     generator = seed_everything(config.seed)
     device = select_device(config.device)
-    model = copy.deepcopy(ws.model(parent)).to(device)
-    model = method.prepare_model(model, ctx)
-    tap = ws.embedding_tap(model.eval()) if method.needs_embeddings else None
-    labels_all = ws.split("train").labels
-    loader = _train_loader(ws, config, method.sample_weights(labels_all, ctx), generator)
-    extra = None
-    extra_classes = method.extra_batch_classes(ctx)
-    if extra_classes is not None:
-        idx = np.flatnonzero(in_classes(labels_all, extra_classes, ctx.multi_label))
-        if len(idx) < 2:
-            raise ValueError("the train split has fewer than 2 samples of the target classes")
-        extra = _cycle(_train_loader(ws, config, None, torch.Generator().manual_seed(config.seed + 1), idx))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * config.epochs
-    # cosine decay to 0 over the run: fine-tuning ends where the original training ended
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    every = config.eval_every_steps or (steps_per_epoch // 4 if steps_per_epoch >= 400 else 0)
-    history, outputs, step = [], None, 0
-    log(f"{method.name}: {config.epochs} epochs x {steps_per_epoch} steps on {device} "
-        f"(rho={ctx.rho}, lr={config.lr}, batch={config.batch_size}, seed={config.seed})")
+    threads = set_threads(device)
+    history: list[dict] = []
+    state = {"outputs": None}
 
-    def run_eval(epoch: float, loss: float | None):
-        nonlocal outputs
-        outputs = evaluate(ws, model, device)
+    def record(epoch: float, step: int, loss: float | None, outputs: InferenceOutputs) -> None:
+        state["outputs"] = outputs
         metric = {"epoch": round(epoch, 4), "step": step, "loss": loss, **eval_metrics(outputs, ctx)}
         history.append(metric)
         log(f"epoch {epoch:.2f}: accuracy {metric['accuracy']:.4f}, target error {metric['target_error']:.4f}")
         if on_eval:
             on_eval(metric)
-        model.train()
 
-    for epoch in range(config.epochs):
-        model.train()
-        running, seen = 0.0, 0
-        for x, index, ok in loader:
-            if should_stop and should_stop():
+    runner = _finetune_head if config.scope == "head" else _finetune_images
+    model = runner(ws, method, ctx, config, parent=parent, device=device, generator=generator,
+                   record=None if probe else record, on_step=on_step, should_stop=should_stop, log=log,
+                   progress=progress, threads=threads)
+    return model, history, state["outputs"]
+
+
+def _finetune_images(ws, method, ctx, config, *, parent, device, generator, record, on_step, should_stop, log,
+                     progress, threads):
+    model = copy.deepcopy(ws.model(parent)).to(device)
+    model = method.prepare_model(model, ctx)
+    set_mode = model.train
+    trainable = list(model.parameters())
+    if config.scope == "last-block":
+        units = last_block(model_units(model, ws.example_input().to(device), ws.num_classes))
+        names, frozen = freeze_except(model, units)
+        set_mode = train_mode_setter(model, frozen)
+        params = dict(model.named_parameters())
+        trainable = [params[n] for n in names]
+        log(f"last-block scope: training {', '.join(u.name for u in units)} ({len(names)} tensors); "
+            f"{len(frozen)} layers frozen in eval mode")
+    tap = ws.embedding_tap(model.eval()) if method.needs_embeddings else None
+    labels_all = ws.split("train").labels
+    indices = _train_indices(ws, config)
+    weights = method.sample_weights(labels_all, ctx)
+    source = _ImageSource(ws, config, device, progress=progress, should_stop=should_stop)
+    drop_last = len(indices) > config.batch_size
+    steps_per_epoch = (len(indices) // config.batch_size) if drop_last else 1
+    extra = None
+    extra_classes = method.extra_batch_classes(ctx)
+    if extra_classes is not None:
+        extra_idx = indices[in_classes(labels_all[indices], extra_classes, ctx.multi_label)]
+        if len(extra_idx) < 2:
+            raise ValueError("the train split has fewer than 2 samples of the target classes")
+        extra_gen = torch.Generator().manual_seed(config.seed + 1)
+
+        def extra_batches():
+            while True:
+                yield from source.batches(_draw(extra_idx, None, extra_gen), extra_gen,
+                                          batch_size=config.batch_size, drop_last=len(extra_idx) > config.batch_size)
+        extra = extra_batches()
+    total = steps_per_epoch * config.epochs if config.max_steps is None else min(
+        steps_per_epoch * config.epochs, config.max_steps)
+    optimizer, schedule = _optimizer(trainable, config, total)
+    every = config.eval_every_steps or (steps_per_epoch // 4 if steps_per_epoch >= 400 else 0)
+    log(f"{method.name}: {config.epochs} epochs x {steps_per_epoch} steps on {device} ({threads} threads), "
+        f"scope {config.scope}, rho={ctx.rho}, lr={config.lr}, batch={config.batch_size}, seed={config.seed}, "
+        f"images {'decoded once' if source.pixels is not None else 'decoded per batch'}")
+
+    def batches(epoch):
+        return source.batches(_draw(indices, weights, generator), generator, batch_size=config.batch_size,
+                              drop_last=drop_last)
+
+    def loss_fn(batch):
+        x, index, ok = batch
+        ok = ok.bool()
+        x, index = x[ok.to(x.device)], index[ok]
+        if len(index) == 0:
+            return None, 0
+        x, y = x.to(device, non_blocking=True), _labels(ws, index, device)
+        n = len(x)
+        if extra is not None:
+            xt, _, okt = next(extra)
+            x = torch.cat([x, xt[okt.bool().to(xt.device)].to(device, non_blocking=True)])
+            with weighted_bn(model, n):
+                logits = model(x)[:n]  # only the regular batch's loss (WR Figure 6)
+            emb = None
+        elif tap is not None:
+            logits, emb = tap.forward(x)
+        else:
+            logits, emb = model(x), None
+        return method.loss(logits.float(), y, None if emb is None else emb.float(), ctx), n
+
+    def on_eval(epoch, step, loss):
+        if record is not None:
+            record(epoch, step, loss, evaluate(ws, model, device))
+
+    fit(model, batches, loss_fn, optimizer, epochs=config.epochs, steps_per_epoch=steps_per_epoch, device=device,
+        scheduler=schedule, max_steps=config.max_steps, eval_every=every, set_train_mode=set_mode,
+        on_step=on_step, on_eval=on_eval, should_stop=should_stop)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return method.finish_model(model).to("cpu").eval()
+
+
+def _head_outputs(head: nn.Module, base: InferenceOutputs, device) -> InferenceOutputs:
+    """The model's outputs with a new head, from the cached embeddings (exact: logits = head(e))."""
+    with torch.no_grad():
+        logits = torch.cat([head(torch.from_numpy(base.embeddings[s:s + 65536]).float().to(device)).float().cpu()
+                            for s in range(0, base.n, 65536)]).numpy() if base.n else np.zeros((0, len(base.class_names)), np.float32)
+    probs = to_probs(logits, base.task)
+    return InferenceOutputs(logits=logits, probs=probs, preds=decide(probs, base.task, base.threshold),
+                            labels=base.labels, embeddings=base.embeddings, indices=base.indices,
+                            class_names=base.class_names, task=base.task, threshold=base.threshold,
+                            split=base.split, skipped=base.skipped)
+
+
+def head_fits_outputs(head: nn.Linear, outputs: InferenceOutputs) -> bool:
+    """The cached logits really are ``head(embedding)`` (nothing after the head)."""
+    if outputs.embeddings is None or outputs.embeddings.shape[1] != head.in_features:
+        return False
+    rows = slice(0, min(64, outputs.n))
+    with torch.no_grad():
+        z = head(torch.from_numpy(np.asarray(outputs.embeddings[rows])).float()).numpy()
+    return bool(np.allclose(z, outputs.logits[rows], rtol=1e-3, atol=1e-3))
+
+
+def _finetune_head(ws, method, ctx, config, *, parent, device, generator, record, on_step, should_stop, log,
+                   progress, threads):
+    base_model = ws.model(parent)
+    name, head = head_module(ws, base_model)
+    train = ws.outputs("train", parent, progress=progress)
+    evals = ws.outputs("eval", parent, progress=progress)
+    if not head_fits_outputs(head, evals):
+        raise WorkspaceError("the head scope needs the model's logits to be exactly head(embedding); this model "
+                             "transforms them after the final Linear: use the last-block or all scope")
+    new_head = copy.deepcopy(head).to(device).float()
+    emb_all = torch.from_numpy(np.ascontiguousarray(train.embeddings)).float()
+    label_dtype = torch.float32 if ws.multi_label else torch.int64
+    labels_all = torch.as_tensor(train.labels, dtype=label_dtype)
+    rows_of = np.full(len(ws.split("train")), -1, dtype=np.int64)
+    rows_of[train.indices] = np.arange(train.n)
+    indices = _train_indices(ws, config)
+    indices = indices[rows_of[indices] >= 0]  # images that failed to decode have no embedding
+    weights = method.sample_weights(ws.split("train").labels, ctx)
+    drop_last = len(indices) > config.batch_size
+    steps_per_epoch = (len(indices) // config.batch_size) if drop_last else 1
+    total = steps_per_epoch * config.epochs if config.max_steps is None else min(
+        steps_per_epoch * config.epochs, config.max_steps)
+    optimizer, schedule = _optimizer(list(new_head.parameters()), config, total)
+    every = config.eval_every_steps or max(1, steps_per_epoch // 4)
+    log(f"{method.name}: head scope ({name}), {config.epochs} epochs x {steps_per_epoch} steps on {device} over "
+        f"{len(indices):,} cached embeddings (rho={ctx.rho}, lr={config.lr}, batch={config.batch_size}, "
+        f"seed={config.seed}; no augmentation at this scope)")
+
+    def batches(epoch):
+        order = rows_of[_draw(indices, weights, generator)]
+        for s in range(0, len(order) - (len(order) % config.batch_size if drop_last else 0), config.batch_size):
+            if should_stop is not None and should_stop():
+                from workspace.errors import Cancelled
+
                 raise Cancelled()
-            x, index = x[ok], index[ok]
-            if len(index) == 0:
-                continue
-            x, y = x.to(device, non_blocking=True), _labels_of(ws, index, device)
-            n = len(x)
-            if extra is not None:
-                xt, _, okt = next(extra)
-                x = torch.cat([x, xt[okt].to(device, non_blocking=True)])
-            with torch.autocast(device.type, enabled=use_amp):
-                if extra is not None:
-                    with weighted_bn(model, n):
-                        logits = model(x)[:n]  # only the regular batch's loss (Figure 6)
-                    emb = None
-                elif tap is not None:
-                    logits, emb = tap.forward(x)
-                else:
-                    logits, emb = model(x), None
-                loss = method.loss(logits.float(), y, None if emb is None else emb.float(), ctx)
-            if not torch.isfinite(loss):
-                raise ValueError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            step += 1
-            running, seen = running + loss.item() * n, seen + n
-            if on_step:
-                on_step(step, total, loss.item())
-            if every and step % every == 0 and step % steps_per_epoch:
-                run_eval(step / steps_per_epoch, running / max(seen, 1))
-        run_eval(float(epoch + 1), running / max(seen, 1))
-    model = method.finish_model(model).to("cpu").eval()
-    return model, history, outputs
+            rows = torch.from_numpy(order[s:s + config.batch_size])
+            yield emb_all[rows].to(device), labels_all[rows].to(device)
+
+    def loss_fn(batch):
+        emb, y = batch
+        logits = new_head(emb)
+        return method.loss(logits.float(), y, emb, ctx), len(y)
+
+    def on_eval(epoch, step, loss):
+        if record is not None:
+            new_head.eval()
+            record(epoch, step, loss, _head_outputs(new_head, evals, device))
+
+    fit(new_head, batches, loss_fn, optimizer, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        device=device, scheduler=schedule, max_steps=config.max_steps, eval_every=every,
+        on_step=on_step, on_eval=on_eval, should_stop=should_stop)
+    model = copy.deepcopy(base_model)
+    parent_module, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent_module) if parent_module else model
+    trained = new_head.to("cpu").eval()
+    setattr(owner, attr, trained.to(next(head.parameters()).dtype))
+    return model.eval()
+
+
+def head_train_outputs(ws, model: nn.Module, parent: str) -> InferenceOutputs | None:
+    """Train-split outputs of a head-scope result, from the parent's cached embeddings (no model pass)."""
+    base = ws.cached_outputs("train", parent)
+    if base is None or base.embeddings is None:
+        return None
+    _, head = head_module(ws, model)
+    return _head_outputs(head, base, torch.device("cpu"))
+
+
+def estimate_seconds(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, parent: str = "orig",
+                     steps: int = 4, progress: Callable | None = None) -> dict:
+    """How long a run will take, from a short timing probe of the real training step.
+
+    Runs ``steps`` steps (the first one, a warm-up, is not counted) on a copy of the model and
+    one evaluation batch, and extrapolates to the run's steps and evaluations. The preparation
+    a first run also needs (decoding the splits, the parent's embeddings at head scope) happens
+    here too, once, and is stored for the run.
+
+    Returns:
+        ``{"seconds", "per_step", "steps", "evaluations", "per_evaluation"}``.
+    """
+    import time
+
+    times: list[float] = []
+    probe_config = config.replace(max_steps=max(2, steps), epochs=1)
+
+    def on_step(step, total, loss):
+        times.append(time.perf_counter())
+
+    finetune(ws, method, ctx, probe_config, parent=parent, on_step=on_step, progress=progress, probe=True)
+    per_step = (times[-1] - times[0]) / max(len(times) - 1, 1) if len(times) > 1 else float("nan")
+    n_train = len(_train_indices(ws, config))
+    if config.scope == "head":
+        n_train = min(n_train, ws.cached_outputs("train", parent).n)
+    steps_per_epoch = max(1, n_train // config.batch_size) if n_train > config.batch_size else 1
+    total = steps_per_epoch * config.epochs if config.max_steps is None else min(
+        steps_per_epoch * config.epochs, config.max_steps)
+    every = config.eval_every_steps or (steps_per_epoch // 4 if steps_per_epoch >= 400 else 0)
+    if config.scope == "head":
+        every = config.eval_every_steps or max(1, steps_per_epoch // 4)
+    evaluations = config.epochs + (total // every if every else 0)
+    if config.scope == "head":
+        per_eval = 0.0  # logits of cached embeddings: milliseconds
+    else:
+        device = select_device(config.device)
+        model = copy.deepcopy(ws.model(parent)).to(device).eval()
+        pixels = decoded(ws, "eval")
+        n_eval = len(ws.split("eval"))
+        start = time.perf_counter()
+        t = ws.config.transform
+        with torch.no_grad():
+            if pixels is not None:
+                batch = next(iter(TensorBatches(pixels, np.arange(min(256, pixels.n)), batch_size=256, mean=t.mean,
+                                                std=t.std)))[0]
+            else:
+                batch = next(iter(make_loader(ws.dataset("eval", indices=np.arange(min(256, n_eval))),
+                                              batch_size=256)))[0]
+            model(batch.to(device))
+        per_eval = (time.perf_counter() - start) * n_eval / max(1, min(256, n_eval))
+    seconds = per_step * total + per_eval * evaluations
+    return {"seconds": float(seconds), "per_step": float(per_step), "steps": int(total),
+            "evaluations": int(evaluations), "per_evaluation": float(per_eval)}

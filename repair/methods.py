@@ -1,16 +1,23 @@
-"""The repair-method registry (WR paper section 3; DESIGN.md section 1 "Repair methods").
+"""The repair-method registry ("Repairing Group-Level Errors for DNNs Using Weighted
+Regularization" (WR), section 3, plus PGD's resampling).
 
-A method is a small class plugging into the one fine-tuning loop (:mod:`repair.loop`)
-through hooks with safe defaults; methods never step the optimizer:
+A method is a small class that declares what it is and plugs into the one fine-tuning loop
+(:mod:`repair.loop`) through hooks with safe defaults; methods never step the optimizer and
+nothing outside this module tests a method's name:
 
-* ``sample_weights(labels, ctx)``: per-training-sample sampling weights (input stage);
-* ``extra_batch_classes(ctx)``: classes of an extra batch fed with every step (w-bn);
-* ``prepare_model(model, ctx)`` / ``finish_model(model)``: model preparation (w-bn);
-* ``loss(logits, labels, embeddings, ctx)``: the training objective (loss stage).
+* declarations: ``stage`` (baseline/input/model/loss/output), ``kind`` ("baseline",
+  "fine-tuning" or "post-hoc"), ``param`` (its trade-off parameter with range, scale and sweep
+  grid, or None), the scopes it supports (:meth:`Method.scope_reason`), ``deterministic``;
+* ``applicability(model, ws, scope)``: why it cannot run here (None when it can);
+* ``prepare(ws, parent, progress)``: load what it needs before training (PGD's p_s);
+* input stage: ``sample_weights(labels, ctx)``; model stage: ``extra_batch_classes(ctx)``,
+  ``prepare_model(model, ctx)`` / ``finish_model(model)``; loss stage:
+  ``loss(logits, labels, embeddings, ctx)``;
+* post-hoc: ``apply(probs, preds, ctx, threshold)`` -> the new predictions.
 
-``TargetContext`` carries the targets (index tuples: pairs = confusion, triplets = bias),
-``Y_target``, rho and the task. The UI, the CLI and the tests enumerate
-:func:`list_methods`; :func:`get_method` raises with the valid names.
+``TargetContext`` carries the repair goal (targets as class-index tuples, ``Y_target``, rho, the
+task and the scope). The UI, the CLI and the tests enumerate :func:`list_methods`;
+:func:`get_method` raises with the valid names.
 """
 
 from __future__ import annotations
@@ -26,6 +33,51 @@ from torch import nn
 from repair import wbn
 
 STAGES = ("baseline", "input", "model", "loss", "output")
+KINDS = ("baseline", "fine-tuning", "post-hoc")
+SCOPES = ("all", "last-block", "head")
+SCOPE_HELP = {
+    "all": "every layer trains (images decoded once and augmented as tensors)",
+    "last-block": "the last stage and the head train; earlier layers are frozen, in eval mode",
+    "head": "only the final Linear trains, on the cached embeddings: no image decoding, no backbone pass",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method's trade-off parameter.
+
+    Attributes:
+        name: "rho" for every WR method.
+        default: the value a page starts at.
+        low, high: the valid range (inclusive).
+        scale: "linear" (slider steps of ``step``) or "log" (a log grid from high to low).
+        grid: the values a sweep tries first (WR 4.3).
+        help: one line for the UI.
+    """
+
+    name: str = "rho"
+    default: float = 0.5
+    low: float = 0.0
+    high: float = 1.0
+    scale: str = "linear"
+    step: float = 0.05
+    grid: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    help: str = "1 = plain fine-tuning; smaller puts more weight on the targets"
+
+    def validate(self, value: float) -> float:
+        value = float(value)
+        if not (self.low <= value <= self.high) or value != value:
+            raise ValueError(f"{self.name} must be in [{self.low:g}, {self.high:g}], got {value}")
+        return value
+
+    def choices(self) -> list[float]:
+        """The values a slider offers, from ``high`` down (log scale: 10 per decade + the grid)."""
+        if self.scale == "log":
+            from diagnostics.wos import rho_grid
+
+            return [float(r) for r in rho_grid(low=self.low)]
+        n = int(round((self.high - self.low) / self.step))
+        return [round(self.high - i * self.step, 10) for i in range(n + 1)]
 
 
 @dataclass(frozen=True)
@@ -35,17 +87,20 @@ class TargetContext:
     Attributes:
         targets: pairs ``(a, b)`` (confusion) or triplets ``(positive, negative, anchor)``
             (bias) of class indices.
-        rho: trade-off in [0, 1]; 1 means plain fine-tuning for every method.
+        rho: trade-off in [0, 1]; 1 means plain fine-tuning for every WR method.
         num_classes: K.
         task: "single_label" or "multi_label".
+        scope: "all", "last-block" or "head".
     """
 
     targets: tuple[tuple[int, ...], ...]
     rho: float
     num_classes: int
     task: str = "single_label"
+    scope: str = "all"
 
     def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(tuple(int(c) for c in t) for t in self.targets))
         if not 0.0 <= float(self.rho) <= 1.0:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         sizes = {len(t) for t in self.targets}
@@ -54,6 +109,13 @@ class TargetContext:
         for t in self.targets:
             if len(set(t)) != len(t) or not all(0 <= c < self.num_classes for c in t):
                 raise ValueError(f"bad target {t}: classes must differ and be in [0, {self.num_classes})")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+
+    @classmethod
+    def of(cls, target, rho: float, task: str, scope: str = "all") -> "TargetContext":
+        """From a :class:`workspace.targets.Target`."""
+        return cls(target.groups, rho, len(target.class_names), task, scope)
 
     @property
     def kind(self) -> str:
@@ -61,7 +123,7 @@ class TargetContext:
 
     @property
     def classes(self) -> list[int]:
-        """``Y_target``: every class named in the targets (section 3.2.4)."""
+        """``Y_target``: every class named in the targets (WR 3.2.4)."""
         return sorted({c for t in self.targets for c in t})
 
     @property
@@ -92,13 +154,43 @@ class Method:
     name = ""
     description = ""
     stage = "baseline"
-    finetunes = True          # False: post-hoc (w-os) or no-op (orig)
-    uses_rho = True
+    kind = "fine-tuning"
+    param: Param | None = Param()
     needs_embeddings = False
+    #: scope -> why the method cannot use it (absent = supported)
+    unsupported_scopes: dict[str, str] = {}
 
-    def applicability(self, model: nn.Module | None = None, ws=None) -> str | None:
+    @property
+    def finetunes(self) -> bool:
+        return self.kind == "fine-tuning"
+
+    @property
+    def post_hoc(self) -> bool:
+        return self.kind != "fine-tuning"
+
+    @property
+    def deterministic(self) -> bool:
+        """Same result for every seed (post-hoc methods): sweeps run them once."""
+        return self.post_hoc
+
+    @property
+    def uses_rho(self) -> bool:
+        return self.param is not None
+
+    def scope_reason(self, scope: str) -> str | None:
+        """Why the method cannot run at ``scope`` (None when it can; post-hoc ignores scopes)."""
+        if scope not in SCOPES:
+            return f"scope must be one of {', '.join(SCOPES)}"
+        if self.post_hoc:
+            return None
+        return self.unsupported_scopes.get(scope)
+
+    def applicability(self, model: nn.Module | None = None, ws=None, scope: str = "all") -> str | None:
         """Why the method cannot run here (None when it can)."""
-        return None
+        return self.scope_reason(scope)
+
+    def prepare(self, ws, parent: str, progress=None) -> None:
+        """Load what the method needs before training (default: nothing)."""
 
     def sample_weights(self, labels: np.ndarray, ctx: TargetContext) -> np.ndarray | None:
         return None
@@ -116,6 +208,10 @@ class Method:
              ctx: TargetContext) -> torch.Tensor:
         return base_loss(logits, labels, multi_label=ctx.multi_label)
 
+    def apply(self, probs: np.ndarray, preds: np.ndarray, ctx: TargetContext, *, threshold: float = 0.5):
+        """Post-hoc methods: the predictions after the method (default: unchanged)."""
+        return preds
+
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -123,6 +219,8 @@ _REGISTRY: dict[str, type[Method]] = {}
 def register(cls: type[Method]) -> type[Method]:
     if not cls.name or cls.name in _REGISTRY:
         raise ValueError(f"repair method {cls.name!r} is unnamed or already registered")
+    if cls.stage not in STAGES or cls.kind not in KINDS:
+        raise ValueError(f"repair method {cls.name!r}: bad stage {cls.stage!r} or kind {cls.kind!r}")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -137,22 +235,27 @@ def get_method(name: str, **config) -> Method:
     return _REGISTRY[name](**config)
 
 
+def baseline_methods() -> tuple[str, str]:
+    """The names of the untouched model and of plain fine-tuning (the sweep's reference rows)."""
+    return Orig.name, OrigFT.name
+
+
 @register
 class Orig(Method):
-    name, stage, finetunes, uses_rho = "orig", "baseline", False, False
+    name, stage, kind, param = "orig", "baseline", "baseline", None
     description = "The model as loaded (baseline, no change)."
 
 
 @register
 class OrigFT(Method):
-    name, stage, uses_rho = "orig-ft", "baseline", False
+    name, stage, param = "orig-ft", "baseline", None
     description = "Fine-tuned with the plain loss and the same schedule as the others (baseline)."
 
 
 @register
 class WAug(Method):
     name, stage = "w-aug", "input"
-    description = "Samples non-target classes with probability scaled by rho (section 3.2)."
+    description = "Samples non-target classes with probability scaled by rho (WR 3.2)."
 
     def sample_weights(self, labels, ctx):
         target = in_classes(np.asarray(labels), ctx.classes, ctx.multi_label)
@@ -163,10 +266,11 @@ class WAug(Method):
 class WBN(Method):
     name, stage = "w-bn", "model"
     description = ("BatchNorm statistics mix rho * regular batch + (1 - rho) * a target-class "
-                   "batch; only the regular batch's loss is back-propagated (section 3.3).")
+                   "batch; only the regular batch's loss is back-propagated (WR 3.3).")
+    unsupported_scopes = {"head": "the head has no BatchNorm layer: w-bn re-weights BatchNorm statistics"}
 
-    def applicability(self, model=None, ws=None):
-        return None if model is None else wbn.not_applicable_reason(model)
+    def applicability(self, model=None, ws=None, scope="all"):
+        return self.scope_reason(scope) or (None if model is None else wbn.not_applicable_reason(model))
 
     def extra_batch_classes(self, ctx):
         return ctx.classes
@@ -211,7 +315,7 @@ def pairs_of(target: tuple[int, ...]) -> list[tuple[int, int]]:
 class WLoss(Method):
     name, stage = "w-loss", "loss"
     description = ("rho * loss + (1 - rho) * loss on the confused samples of each target "
-                   "(recomputed per batch; section 3.5).")
+                   "(re-picked in every batch from the current argmax; WR 3.5).")
 
     def confused_term(self, logits, labels, ctx) -> torch.Tensor:
         per = base_loss(logits, labels, multi_label=ctx.multi_label, reduction="none")
@@ -231,7 +335,7 @@ class WLoss(Method):
 
 
 def class_centroid(embeddings: torch.Tensor, labels: torch.Tensor, k: int, multi_label: bool):
-    """``P(k)``: mean embedding of the batch samples of class k (None if absent)."""
+    """``P(k)``: mean representation of the batch samples of class k (None if absent)."""
     mask = labels[:, k] > 0.5 if multi_label else labels == k
     return embeddings[mask].mean(0) if mask.any() else None
 
@@ -240,12 +344,14 @@ def class_centroid(embeddings: torch.Tensor, labels: torch.Tensor, k: int, multi
 class WDBR(Method):
     name, stage, needs_embeddings = "w-dbr", "loss", True
     description = ("rho * loss - (1 - rho) * ||P(A) - P(B)|| (confusion) or + (1 - rho) * "
-                   "|D(A,C) - D(B,C)| (bias), on penultimate-layer centroids (section 3.6).")
+                   "|D(A,C) - D(B,C)| (bias) on class centroids of penultimate embeddings (WR 3.6); "
+                   "at head scope the centroids are of softmax outputs, since cached embeddings do not move.")
 
-    def applicability(self, model=None, ws=None):
-        if ws is not None and ws.capabilities().get("embeddings"):
-            return "w-dbr needs penultimate-layer embeddings: " + ws.capabilities()["embeddings"]
-        return None
+    def applicability(self, model=None, ws=None, scope="all"):
+        reason = self.scope_reason(scope)
+        if reason is None and scope != "head" and ws is not None and ws.capabilities().get("embeddings"):
+            reason = "w-dbr needs penultimate-layer embeddings: " + ws.capabilities()["embeddings"]
+        return reason
 
     def distance_term(self, embeddings, labels, ctx) -> torch.Tensor:
         """The regularisation term, signed: -D(A,B) for pairs, +|D(A,C)-D(B,C)| for triplets."""
@@ -264,51 +370,52 @@ class WDBR(Method):
         return sum(terms) / len(terms)
 
     def loss(self, logits, labels, embeddings, ctx):
-        if embeddings is None:
+        if ctx.scope == "head":
+            rep = torch.sigmoid(logits) if ctx.multi_label else torch.softmax(logits.float(), 1)
+        elif embeddings is None:
             raise ValueError("w-dbr needs embeddings but the model gave none")
+        else:
+            rep = embeddings
         plain = base_loss(logits, labels, multi_label=ctx.multi_label)
-        return ctx.rho * plain + (1 - ctx.rho) * self.distance_term(embeddings.float(), labels, ctx)
+        return ctx.rho * plain + (1 - ctx.rho) * self.distance_term(rep.float(), labels, ctx)
 
 
 @register
 class WOS(Method):
-    name, stage, finetunes = "w-os", "output", False
+    name, stage, kind = "w-os", "output", "post-hoc"
+    param = Param(default=0.1, low=1e-4, high=1.0, scale="log", grid=(0.1, 0.01, 0.001, 1e-4),
+                  help="multiplies target-class probabilities of samples predicted as a target class; "
+                       "1 = no change (log scale)")
     description = ("Post-hoc: scale target-class probabilities by rho for samples predicted as a "
-                   "target class, then decide again (section 3.4); no new weights.")
+                   "target class, then decide again (WR 3.4); no new weights.")
 
+    def apply(self, probs, preds, ctx, *, threshold=0.5):
+        from diagnostics.wos import apply_wos
 
-PGD_UNAVAILABLE = "needs the gradient-scores diagnostics (issue 5)"
-
-
-def _pgd_probabilities():
-    try:
-        from diagnostics.gradients import train_sampling_probabilities
-    except ImportError:
-        return None
-    return train_sampling_probabilities
+        return apply_wos(probs, ctx.targets, ctx.rho, task=ctx.task, threshold=threshold, preds=preds)
 
 
 @register
 class PGD(Method):
-    name, stage, uses_rho = "pgd", "input", False
+    name, stage, param = "pgd", "input", None
     description = ("PGD: resample training data with the gradient-based probability p_s "
                    "(minority samples more often), as a weighted sampler.")
 
     def __init__(self, probabilities: np.ndarray | None = None):
         self.probabilities = probabilities
 
-    def applicability(self, model=None, ws=None):
-        if _pgd_probabilities() is None:
-            return PGD_UNAVAILABLE
+    def applicability(self, model=None, ws=None, scope="all"):
         if ws is not None and ws.multi_label:
             return "pgd is not applicable: per-sample gradient scores support single-label workspaces only"
-        return None
+        if ws is not None and ws.capabilities().get("embeddings"):
+            return "pgd needs per-sample gradient scores, which need embeddings: " + ws.capabilities()["embeddings"]
+        return self.scope_reason(scope)
 
-    def load(self, ws, parent: str = "orig", progress=None) -> None:
-        fn = _pgd_probabilities()
-        if fn is None:
-            raise ValueError(f"pgd is unavailable: {PGD_UNAVAILABLE}")
-        self.probabilities = np.asarray(fn(ws, version=parent, progress=progress), dtype=np.float64)
+    def prepare(self, ws, parent: str, progress=None) -> None:
+        from diagnostics.run_gradients import train_sampling_probabilities
+
+        self.probabilities = np.asarray(train_sampling_probabilities(ws, parent, progress=progress),
+                                        dtype=np.float64)
 
     def sample_weights(self, labels, ctx):
         if self.probabilities is None:
@@ -318,14 +425,18 @@ class PGD(Method):
         return self.probabilities
 
 
-def method_table(model: nn.Module | None = None, ws=None) -> list[dict]:
-    """One row per method: name, stage, kind, description, available, reason."""
+def method_table(model: nn.Module | None = None, ws=None, *, scope: str = "all") -> list[dict]:
+    """One row per method: name, stage, kind, parameter, scopes, availability at ``scope``, description."""
     rows = []
     for name in list_methods():
         m = get_method(name)
-        reason = m.applicability(model, ws)
-        rows.append({"method": name, "stage": m.stage,
-                     "kind": "fine-tuning" if m.finetunes else ("post-hoc" if name == "w-os" else "none"),
-                     "uses_rho": m.uses_rho, "available": reason is None, "reason": reason or "",
-                     "description": m.description})
+        reason = m.applicability(model, ws, scope)
+        scopes = "-" if m.post_hoc else ", ".join(s for s in SCOPES if m.scope_reason(s) is None)
+        not_scopes = "; ".join(f"{s}: {m.scope_reason(s)}" for s in SCOPES
+                               if not m.post_hoc and m.scope_reason(s) is not None)
+        rows.append({"method": name, "stage": m.stage, "kind": m.kind,
+                     "uses_rho": m.uses_rho, "parameter": "-" if m.param is None else
+                     f"{m.param.name} in [{m.param.low:g}, {m.param.high:g}] ({m.param.scale})",
+                     "scopes": scopes, "not at": not_scopes, "available": reason is None,
+                     "reason": reason or "", "description": m.description})
     return rows

@@ -1,4 +1,7 @@
-"""``python -m workspace info|cache --workspace W [--json]``."""
+"""``python -m workspace info|cache|worker --workspace W [--json]``.
+
+``worker`` is what the job runner starts for a background job (:mod:`workspace.jobs`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ import argparse
 import sys
 import time
 
-from workspace.cli import add_workspace_argument, print_json, run_cli, tqdm_progress
+from workspace.cli import Parser, add_workspace_argument, print_json, run_cli, tqdm_progress
 from workspace.core import ORIG, SPLITS, open_workspace
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workspace", description="Workspace information and cache.")
+    parser = Parser(prog="python -m workspace", description="Workspace information, cache and job workers.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="classes, split sizes, model version, accuracy, planted ground truth")
     add_workspace_argument(info)
@@ -24,6 +28,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     cache.add_argument("--rebuild", action="store_true", help="ignore the existing cache")
     cache.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     cache.add_argument("--json", action="store_true")
+    worker = sub.add_parser("worker", help="(internal) execute a queued job")
+    add_workspace_argument(worker)
+    worker.add_argument("--job-id", type=int, required=True)
     return parser
 
 
@@ -48,6 +55,9 @@ def info(args) -> dict:
 def cache(args) -> dict:
     with tqdm_progress("preparing workspace") as progress:
         ws = open_workspace(args.workspace, progress=progress)
+    from workspace.models import select_device
+
+    select_device(args.device)  # an unknown or absent device is refused even when the cache is reused
     report = {"name": ws.name, "version": args.version, "splits": {}}
     for split in SPLITS if args.split == "all" else (args.split,):
         start = time.perf_counter()
@@ -61,8 +71,18 @@ def cache(args) -> dict:
     return report
 
 
+def worker(args) -> int:
+    from workspace import jobs
+
+    ws = open_workspace(args.workspace)
+    job = jobs.run_worker(ws, args.job_id)
+    return 0 if job["status"] in ("done", "cancelled") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    if args.command == "worker":
+        return worker(args)
     result = info(args) if args.command == "info" else cache(args)
     if args.json:
         print_json(result)

@@ -2,8 +2,8 @@
 
 :func:`run_inference` feeds a split through the model once and returns
 :class:`InferenceOutputs` (logits, probabilities, predictions, labels, embeddings and
-the split positions they belong to). :class:`OutputCache` stores them under the
-workspace's state folder keyed by the model version's checksum and the data's
+the split positions they belong to). The workspace keeps them in its artifact store
+(:mod:`workspace.artifacts`) under a key made of the model version's checksum and the data's
 fingerprint, so a second request is a file read; any change to the weights, the images,
 the labels or the transform produces a new key.
 
@@ -13,12 +13,8 @@ Images that fail to decode are left out of the arrays and listed in ``skipped``;
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,6 +24,7 @@ from workspace.errors import WorkspaceError
 from workspace.models import EmbeddingTap
 
 Progress = Callable[[int, int], None]
+OUTPUTS_FORMAT = 2  # the artifact format of InferenceOutputs; bump when its fields change
 
 
 @dataclass
@@ -119,7 +116,8 @@ def run_inference(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> InferenceOutputs:
-    """Run the model once over ``loader`` (batches of ``(x, index, ok)``).
+    """Run the model once over ``loader`` (batches of ``(x, index, ok)``: a DataLoader over an
+    :class:`~workspace.data.ImageDataset`, or :class:`~workspace.tensors.TensorBatches`).
 
     Args:
         labels: the split's labels, indexed by split position.
@@ -132,7 +130,8 @@ def run_inference(
     device = torch.device(device)
     model = model.to(device).eval()
     logits_all, emb_all, idx_all, bad = [], [], [], []
-    total, done = len(loader.dataset), 0
+    dataset = getattr(loader, "dataset", None)
+    total, done = (len(dataset) if dataset is not None else len(loader.order)), 0
     use_amp = device.type == "cuda"
     with torch.inference_mode():
         for x, index, ok in loader:
@@ -160,7 +159,10 @@ def run_inference(
             f"(first: index {first}); check the weights and the [transform] normalisation"
         )
     probs = to_probs(logits, task)
-    skipped = [vars(loader.dataset.problem(i)) for i in bad]
+    if dataset is not None and hasattr(dataset, "problem"):
+        skipped = [vars(dataset.problem(i)) for i in bad]
+    else:
+        skipped = [{"index": int(i), "id": str(i), "error": "failed to decode"} for i in bad]
     return InferenceOutputs(
         logits=logits,
         probs=probs,
@@ -173,52 +175,3 @@ def run_inference(
         threshold=threshold,
         skipped=skipped,
     )
-
-
-def cache_key(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
-
-
-class OutputCache:
-    """``InferenceOutputs`` on disk: ``<folder>/<version>/<split>-<key>.npz`` plus a json."""
-
-    ARRAYS = ("logits", "probs", "preds", "labels", "embeddings", "indices")
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-
-    def _paths(self, version: str, split: str, key: str) -> tuple[Path, Path]:
-        base = self.folder / version / f"{split}-{key}"
-        return base.with_suffix(".npz"), base.with_suffix(".json")
-
-    def load(self, version: str, split: str, key: str) -> InferenceOutputs | None:
-        arrays_path, meta_path = self._paths(version, split, key)
-        if not (arrays_path.is_file() and meta_path.is_file()):
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-            with np.load(arrays_path) as z:
-                arrays = {name: (z[name] if name in z.files else None) for name in self.ARRAYS}
-        except (OSError, ValueError, json.JSONDecodeError):
-            return None  # a half-written or damaged cache is rebuilt, never trusted
-        return InferenceOutputs(**arrays, class_names=tuple(meta["class_names"]), task=meta["task"],
-                                threshold=meta["threshold"], split=split, model_version=version,
-                                skipped=meta["skipped"])
-
-    def save(self, outputs: InferenceOutputs, version: str, split: str, key: str) -> None:
-        arrays_path, meta_path = self._paths(version, split, key)
-        arrays_path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {n: getattr(outputs, n) for n in self.ARRAYS if getattr(outputs, n) is not None}
-        # write to temporary files, then rename: a crash never leaves a half cache behind
-        with tempfile.NamedTemporaryFile(dir=arrays_path.parent, suffix=".npz", delete=False) as f:
-            np.savez(f, **arrays)
-        os.replace(f.name, arrays_path)
-        meta = {"class_names": list(outputs.class_names), "task": outputs.task,
-                "threshold": outputs.threshold, "skipped": outputs.skipped}
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
-        # older entries of the same version and split are stale: remove them
-        for old in arrays_path.parent.glob(f"{split}-*"):
-            if old.stem != arrays_path.stem:
-                old.unlink(missing_ok=True)

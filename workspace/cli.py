@@ -1,15 +1,22 @@
 """Shared plumbing for the command lines (``python -m workspace|diagnostics|repair``).
 
 Every command prints its result (JSON with ``--json``) on stdout, progress bars (tqdm) on
-stderr, and on bad input one line ``error: ...`` on stderr with exit status 2.
+stderr, and on bad input one line ``error: ...`` on stderr with exit status 2. An unexpected
+failure (a bug) prints one line naming a log file that holds the traceback, exit status 1;
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import time
+import traceback
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,6 +26,25 @@ from workspace.errors import WorkspaceError
 
 class UsageError(WorkspaceError):
     """A bad command-line value."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one ``error: ...`` line (no usage block) and exit status 2 on bad arguments."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinity are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +84,25 @@ def tqdm_progress(desc: str):
             bar.close()
 
 
+def crash_log(detail: str) -> Path | None:
+    """Write an unexpected failure's traceback to ``$GROUPFIX_HOME/logs``; returns the file."""
+    try:
+        folder = Path(os.environ.get("GROUPFIX_HOME", Path.home() / ".groupfix")).expanduser() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(detail)
+        return path
+    except OSError:
+        return None
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run ``main`` turning user errors into one line on stderr and exit status 2."""
+    """Run ``main`` behind the command line's error boundary.
+
+    User errors (:class:`WorkspaceError`) print one ``error:`` line and exit 2; Ctrl-C exits 130;
+    anything else is a bug: one line naming the crash log (exit 1), or the traceback with ``--debug``.
+    """
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return int(main(argv) or 0)
     except WorkspaceError as exc:
@@ -68,3 +111,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except KeyboardInterrupt:
         print("error: cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: never a bare traceback for users
+        if debug:
+            raise
+        path = crash_log(traceback.format_exc())
+        text = " ".join(str(exc).split())[:300]
+        where = f"; the traceback is in {path}" if path else ""
+        print(f"error: unexpected failure (a bug in Groupfix): {type(exc).__name__}: {text}{where}", file=sys.stderr)
+        return 1

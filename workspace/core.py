@@ -6,8 +6,9 @@
 
 State lives in the workspace's state folder (``state_dir`` in the file, else
 ``.groupfix/`` next to it; demos under ``$GROUPFIX_HOME``, default ``~/.groupfix``):
-``store.sqlite`` (see :mod:`workspace.store`), ``cache/`` (inference outputs) and
-``models/`` (weights of repaired model versions). The user's own files are only read.
+``store.sqlite`` (see :mod:`workspace.store`), ``artifacts/`` (every computed array, see
+:mod:`workspace.artifacts`), ``models/`` (weights of repaired model versions) and ``jobs/``
+(job logs). The user's own files are only read.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from workspace.cache import InferenceOutputs, OutputCache, Progress, cache_key, make_loader, run_inference
+from workspace.artifacts import ArtifactStore, content_key
+from workspace.cache import OUTPUTS_FORMAT, InferenceOutputs, Progress, make_loader, run_inference
 from workspace.config import ModelSpec, WorkspaceConfig, load_config
 from workspace.data import ImageDataset, ImageSplit, build_transform, load_splits
 from workspace.errors import WorkspaceError
 from workspace.models import (
-    EmbeddingTap, apply_state_dict, build_model, check_output_size, is_scripted, load_checkpoint,
+    EmbeddingTap, apply_state_dict, build_model_with_weights, check_output_size, is_scripted, load_checkpoint,
     model_capabilities, select_device,
 )
 from workspace.store import Store
@@ -59,16 +60,18 @@ class Workspace:
         self.spec = spec or str(config.source or config.root)
         self.state_dir = Path(state_dir or config.state_dir or config.root / ".groupfix")
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if not self.state_dir.is_dir():
+                self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"cannot create the state folder {self.state_dir}: {exc}") from None
         self.store = Store(self.state_dir / "store.sqlite")
-        self.cache = OutputCache(self.state_dir / "cache")
+        self.artifacts = ArtifactStore(self.state_dir / "artifacts")
         self._splits = splits
         self.planted = planted
         self._masks = masks
         self._models: dict[str, nn.Module] = {}
         self._lock = threading.Lock()
+        self.weights_summary: str | None = None
         self._register_orig()
 
     # ---- basics ----------------------------------------------------------------------
@@ -112,6 +115,8 @@ class Workspace:
         file = self.config.model.file
         sha = file_sha256(file) if file is not None else None
         row = self.store.get_model_version(ORIG)
+        if self.store.read_only:
+            return  # viewing a read-only workspace: the store is shown as it was written
         if row is None:
             self.store.add_model_version(ORIG, path=str(file or ""), sha256=sha,
                                          note=f"loaded model ({self.config.model.kind})")
@@ -159,8 +164,13 @@ class Workspace:
                                             method=method, **provenance)
 
     def build_architecture(self) -> nn.Module:
-        """The model as the workspace file builds it (with the workspace's weights)."""
-        return build_model(self.config.model, self.config.root, self.num_classes)
+        """The model as the workspace file builds it (with the workspace's weights).
+
+        ``weights_summary`` then says how the weights were read (container, prefix, EMA, filled
+        BatchNorm counters)."""
+        model, loaded = build_model_with_weights(self.config.model, self.config.root, self.num_classes)
+        self.weights_summary = loaded.summary() if loaded is not None else None
+        return model
 
     def load_model(self, version: str = ORIG) -> nn.Module:
         """A fresh copy of a model version in eval mode on CPU (safe to train or modify)."""
@@ -206,41 +216,51 @@ class Workspace:
         return tap
 
     def outputs_key(self, split: str, version: str = ORIG) -> str:
+        """The content key of a version's outputs on a split (weights, data, transform, layer, task)."""
         row = self.version(version)
         t = self.config.transform
-        return cache_key(version, str(row["sha256"]), self.split(split).fingerprint(), self.task,
-                         json.dumps([t.resize, t.crop, list(t.mean), list(t.std)]),
-                         self.config.model.embedding_layer, str(self.config.threshold))
+        return content_key(version, str(row["sha256"]), self.split(split).fingerprint(), self.task,
+                           [t.resize, t.crop, list(t.mean), list(t.std)],
+                           self.config.model.embedding_layer, str(self.config.threshold))
 
     def cached_outputs(self, split: str = "eval", version: str = ORIG) -> InferenceOutputs | None:
         """The cached outputs if they exist and are current, else None (never runs the model)."""
-        return self.cache.load(version, split, self.outputs_key(split, version))
+        return self.artifacts.load("outputs", self.outputs_key(split, version), slot=f"{version}/{split}",
+                                   version=OUTPUTS_FORMAT)
+
+    def save_outputs(self, outputs: InferenceOutputs, split: str, version: str) -> None:
+        """Store outputs computed elsewhere (e.g. the last evaluation of a fine-tuning run)."""
+        outputs.split, outputs.model_version = split, version
+        self.artifacts.save("outputs", self.outputs_key(split, version), outputs, slot=f"{version}/{split}",
+                            version=OUTPUTS_FORMAT)
 
     def outputs(self, split: str = "eval", version: str = ORIG, *, progress: Progress | None = None,
                 rebuild: bool = False, device: str = "auto", batch_size: int = 256) -> InferenceOutputs:
-        """Inference outputs of a model version on a split, from the cache or one model pass.
+        """Inference outputs of a model version on a split, from the artifact store or one model pass.
 
         Args:
             progress: ``progress(done, total)`` during a model pass; raise from it to cancel.
-            rebuild: ignore an existing cache entry.
+            rebuild: ignore an existing entry.
+            device: "auto", "cpu", "cuda[:i]" or "mps" (checked even when the cache is reused).
         """
-        key = self.outputs_key(split, version)
-        if not rebuild:
-            cached = self.cache.load(version, split, key)
-            if cached is not None:
-                return cached
-        model = self.model(version)
-        data = self.split(split)
         dev = select_device(device)
-        outputs = run_inference(
-            model, make_loader(self.dataset(split), batch_size=batch_size),
-            tap=self.embedding_tap(model), labels=data.labels, class_names=data.class_names,
-            task=self.task, threshold=self.config.threshold, device=dev, progress=progress,
-        )
-        if dev.type != "cpu":
-            model.to("cpu")
+
+        def compute() -> InferenceOutputs:
+            model = self.model(version)
+            data = self.split(split)
+            outputs = run_inference(
+                model, make_loader(self.dataset(split), batch_size=batch_size),
+                tap=self.embedding_tap(model), labels=data.labels, class_names=data.class_names,
+                task=self.task, threshold=self.config.threshold, device=dev, progress=progress,
+            )
+            if dev.type != "cpu":
+                model.to("cpu")
+            outputs.split, outputs.model_version = split, version
+            return outputs
+
+        outputs = self.artifacts.get_or_compute("outputs", self.outputs_key(split, version), compute,
+                                                slot=f"{version}/{split}", version=OUTPUTS_FORMAT, rebuild=rebuild)
         outputs.split, outputs.model_version = split, version
-        self.cache.save(outputs, version, split, key)
         return outputs
 
 
@@ -278,13 +298,6 @@ def open_workspace(spec: str | Path, *, progress: Progress | None = None) -> Wor
     ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()))
     ws.load_model(ORIG)  # fail now, with the reason, rather than on the first page
     return ws
-
-
-def split_labels_matrix(outputs: InferenceOutputs) -> np.ndarray:
-    """(N, K) multi-hot labels for either task (single-label becomes one-hot)."""
-    if outputs.multi_label:
-        return outputs.labels > 0.5
-    return np.eye(outputs.num_classes, dtype=bool)[outputs.labels]
 
 
 __all__ = ["Workspace", "open_workspace", "recent_workspaces", "remember_workspace", "ORIG",

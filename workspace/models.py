@@ -38,11 +38,28 @@ from torch import nn
 from workspace.config import ModelSpec
 from workspace.errors import WorkspaceError
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def select_device(preference: str = "auto") -> torch.device:
-    """CUDA when available, else MPS, else CPU (or the device the user names)."""
+    """CUDA when available, else MPS, else CPU (or the device the user names, checked).
+
+    Raises:
+        WorkspaceError: an unknown device name, or one this machine does not have.
+    """
+    preference = str(preference or "auto").strip().lower()
     if preference != "auto":
-        if preference.startswith("cuda") and not torch.cuda.is_available():
-            raise WorkspaceError(f"device {preference!r} asked for but CUDA is not available")
+        kind, _, number = preference.partition(":")
+        if kind not in DEVICE_TYPES or (number and not number.isdigit()) or (number and kind != "cuda"):
+            raise WorkspaceError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps")
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                raise WorkspaceError(f"device {preference!r} asked for but CUDA is not available on this machine")
+            if number and int(number) >= torch.cuda.device_count():
+                raise WorkspaceError(f"device {preference!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+            raise WorkspaceError("device 'mps' asked for but Apple MPS is not available on this machine")
         return torch.device(preference)
     if torch.cuda.is_available():
         return torch.device("cuda")

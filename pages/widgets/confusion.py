@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from diagnostics.confusion import (
-    confusion_counts, confusion_rates, directional_errors, error_matrix, per_class_accuracy,
-    rank_biased_triplets, rank_confused_pairs,
-)
+from diagnostics.run_confusion import confusion_tables
 from pages import ui
+from workspace.targets import Target
 
 SPLITS = ("eval", "train")
 
@@ -23,22 +21,12 @@ def pick_version(ws, key: str, *, label: str = "Model version") -> str:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _tables(key: str, split: str, version: str, _out) -> dict:
-    out = _out
-    k = out.num_classes
-    errors = error_matrix(out.labels, out.preds, k, task=out.task)
-    directional = directional_errors(out.labels, out.preds, k, task=out.task)
-    counts = None if out.multi_label else confusion_counts(out.labels, out.preds, k)
-    rates = directional if out.multi_label else confusion_rates(counts)
-    return {"errors": errors, "directional": directional, "counts": counts, "rates": rates,
-            "pairs": rank_confused_pairs(errors, out.class_names, directional=directional),
-            "triplets": rank_biased_triplets(errors, out.class_names, top=2000),
-            "per_class": per_class_accuracy(out.labels, out.preds, k, task=out.task)}
+    return confusion_tables(_out)
 
 
 def tables(ws, out) -> dict:
-    """Cached confusion tables of one outputs object: errors, counts, rates, pairs, triplets.
-
-    Only the 2,000 most biased triplets are kept (all of them are ranked first)."""
+    """Cached confusion tables of one outputs object (:func:`diagnostics.run_confusion.confusion_tables`):
+    errors, counts, rates, pairs, the 2,000 most biased triplets, per-class accuracy."""
     return _tables(ws.outputs_key(out.split, out.model_version), out.split, out.model_version, out)
 
 
@@ -66,19 +54,10 @@ def changed_classes(targets, result, k: int, *, limit: int = 40) -> list[int]:
     return sorted(shown[:limit])
 
 
-def use_as_target(kind: str, targets: list[list[str]], *, key: str, source: str) -> None:
-    """A button that stores the targets for the What-if and Repair pages."""
-    label = "; ".join(" / ".join(t) for t in targets)
-    if st.button(f"Use {label} as repair target", key=key, type="primary"):
-        st.session_state[ui.TARGETS] = {"kind": kind, "targets": [list(t) for t in targets]}
-        st.session_state[ui.TARGETS_SOURCE] = source
-    current = st.session_state.get(ui.TARGETS)
-    if current:
-        st.caption(f"Current repair target ({current['kind']}): "
-                   + "; ".join(", ".join(t) for t in current["targets"])
-                   + f" — from the {st.session_state.get(ui.TARGETS_SOURCE, '?')}. "
-                     "Try it post hoc on the What-if page, or fine-tune on the Repair page.")
-        st.page_link("pages/wos.py", label="What-if (w-os) with this target", icon=":material/tune:")
+def use_as_target(ws, target: Target, *, key: str, source: str) -> None:
+    """"Use as repair target" (asks before replacing another target) and where to go next."""
+    ui.offer_target(ws, target, key=key, source=source)
+    ui.target_links(ws)
 
 
 def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, limit: int, columns: int = 8) -> None:
@@ -95,7 +74,7 @@ def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, limit: int, colum
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _what_if(key: str, targets: tuple, _out):
-    from repair.wos import WosWhatIf
+    from diagnostics.wos import WosWhatIf
 
     out = _out
     what_if = WosWhatIf(out.probs, out.labels, [list(t) for t in targets], task=out.task,
@@ -103,34 +82,35 @@ def _what_if(key: str, targets: tuple, _out):
     return what_if, what_if.curve()
 
 
-def what_if(ws, out, targets):
-    """Cached :class:`repair.wos.WosWhatIf` and its curve for (outputs, targets)."""
-    key = ws.outputs_key(out.split, out.model_version)
-    return _what_if(key, tuple(tuple(int(c) for c in t) for t in targets), out)
+def what_if(ws, out, target: Target):
+    """Cached :class:`diagnostics.wos.WosWhatIf` and its curve for (outputs, target)."""
+    return _what_if(ws.outputs_key(out.split, out.model_version), target.groups, out)
 
 
-def targets_text(default: str) -> str:
-    """The editable targets text, seeded from the shared repair target when that changes."""
-    shared = st.session_state.get(ui.TARGETS)
-    text = ";".join(",".join(t) for t in shared["targets"]) if shared else default
-    if st.session_state.get("_wos_targets_seen") != text:
-        st.session_state["_wos_targets_seen"] = text
-        st.session_state["wos_targets"] = text
-    st.session_state.setdefault("wos_targets", text)
-    return st.text_input("Targets", key="wos_targets",
-                         help='"A,B" (pair), "A,B;C,D" (several pairs) or "P,N,C" '
-                              '(a triplet: positive, negative, anchor)')
+def targets_editor(ws, default: Target | None, *, key: str, source: str) -> Target | None:
+    """The editable targets text, seeded from the workspace's repair target.
 
-
-def share_targets(kind: str, targets: list[list[str]], source: str) -> None:
-    """After the user edits the targets text, store them as the shared repair target."""
-    text = ";".join(",".join(t) for t in targets)
-    seen = st.session_state.get("_wos_targets_seen", "")
-    if text.replace(" ", "") == seen.replace(" ", "") or st.session_state.get("wos_targets") == seen:
-        return  # unedited: the seeded shared target (or the default pair) stays as it is
-    st.session_state[ui.TARGETS] = {"kind": kind, "targets": [list(t) for t in targets]}
-    st.session_state[ui.TARGETS_SOURCE] = source
-    st.session_state["_wos_targets_seen"] = text
+    Editing it makes the typed target the workspace's repair target (its source then says
+    "typed on the <source>"); returns the parsed target, or None with an error shown.
+    """
+    shared = ui.get_target(ws)
+    seed = (shared or default)
+    seen_key = f"_{key}_seen"
+    if seed is not None and st.session_state.get(seen_key) != seed.text:
+        st.session_state[seen_key] = seed.text
+        st.session_state[key] = seed.text
+    text = st.text_input("Targets", key=key, help='"A,B" (pair), "A,B;C,D" (several pairs) or "P,N,C" '
+                                                  '(a triplet: positive, negative, anchor)')
+    try:
+        target = Target.parse(text, ws.class_names)
+    except ValueError as exc:
+        st.error(f"Targets: {exc}")
+        return None
+    edited = text.replace(" ", "") != st.session_state.get(seen_key, "").replace(" ", "")
+    if edited and (shared is None or target.groups != shared.groups):
+        ui.set_target(ws, target, f"typed on the {source}")
+        st.session_state[seen_key] = target.text
+    return target
 
 
 RHO_SLIDER = "wos_rho_slider"
@@ -141,21 +121,23 @@ def set_rho(rho: float) -> None:
     st.session_state[RHO_SLIDER] = float(rho)
 
 
-def rho_slider(grid: list[float], suggestion: dict) -> float:
-    """The log-scale rho slider over ``grid``; mirrors its value into ``ui.WOS_RHO``.
+def rho_slider(ws, grid: list[float]) -> float:
+    """The log-scale rho slider over ``grid``; remembers the value per workspace.
 
     The widget has its own key because Streamlit drops a widget's state on pages that do not
-    draw it; ``ui.WOS_RHO`` keeps the last rho for the Repair page, and a rho set there (or
-    anywhere) moves this slider to the nearest grid value.
+    draw it; the workspace state keeps the last rho for the Repair page.
     """
-    shared = st.session_state.get(ui.WOS_RHO)
-    if RHO_SLIDER not in st.session_state or (shared is not None and shared != st.session_state.get("_wos_rho_seen")):
+    state = ui.ws_state(ws)
+    shared = state.get(ui.WOS_RHO)
+    seen = st.session_state.get("_wos_rho_seen")
+    if RHO_SLIDER not in st.session_state or seen is None or seen[0] != ws.spec or (
+            shared is not None and shared != seen[1]):
         wanted = float(shared) if shared is not None else 1.0
         st.session_state[RHO_SLIDER] = grid[int(np.argmin(np.abs(np.log10(grid) - np.log10(max(wanted, 1e-12)))))]
     if st.session_state[RHO_SLIDER] not in grid:
         st.session_state[RHO_SLIDER] = grid[0]
     rho = st.select_slider("rho (log scale, 1 = no change)", options=grid, key=RHO_SLIDER,
                            format_func=lambda r: f"{r:.4g}")
-    st.session_state[ui.WOS_RHO] = rho
-    st.session_state["_wos_rho_seen"] = rho
+    state[ui.WOS_RHO] = rho
+    st.session_state["_wos_rho_seen"] = (ws.spec, rho)
     return rho

@@ -9,25 +9,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from diagnostics.associations import association_rows, repair_targets, workspace_shares
+from diagnostics.associations import association_rows, repair_targets
 from diagnostics.figures_gradcam import overlay
-from diagnostics.gradcam import cached_gradcam, upsample_cams, workspace_gradcam
+from diagnostics.gradcam import upsample_cams
 from diagnostics.mask_sources import image_to_input, mask_to_input
+from diagnostics.run_gradcam import cached_gradcam, workspace_gradcam, workspace_shares
 from pages import ui
 from workspace.errors import WorkspaceError
+from workspace.targets import Target
 
 KIND = "association"
 VERDICTS = ("spurious", "legitimate", "unsure")
 CANCELLED = "gc_cancelled"
-
-
-def _bar(text: str):
-    bar = st.progress(0.0, text=text)
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"{text}: {done}/{total}")
-
-    return bar, progress
 
 
 def gradcam_and_shares(ws, split: str, version: str, masks, target: str | None):
@@ -45,14 +38,12 @@ def gradcam_and_shares(ws, split: str, version: str, masks, target: str | None):
             st.session_state[CANCELLED] = run_id  # cleared below; stays set if the run is interrupted
             slot = st.empty()
             slot.button("Cancel", key="gc_cancel", help="Stops the Grad-CAM pass (nothing partial is kept)")
-            bar, progress = _bar(f"Grad-CAM of {version} on {split}")
-            result = workspace_gradcam(ws, split, version, target=target, progress=progress, outputs=outputs)
-            bar.empty()
+            with ui.ProgressBar(f"Grad-CAM of {version} on {split}") as bar:
+                result = workspace_gradcam(ws, split, version, target=target, progress=bar, outputs=outputs)
             slot.empty()
             st.session_state[CANCELLED] = None
-        bar, progress = _bar("Relevance share per object")
-        shares = workspace_shares(ws, result, masks, progress=progress)
-        bar.empty()
+        with ui.ProgressBar("Relevance share per object") as bar:
+            shares = workspace_shares(ws, result, masks, progress=bar)
     except WorkspaceError as exc:
         st.session_state[CANCELLED] = None
         st.error(f"Grad-CAM is not available: {exc}")
@@ -126,11 +117,10 @@ def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares, labels)
     st.download_button("Export CSV", df.to_csv(index=False), file_name=f"associations-{version}.csv",
                        mime="text/csv", key="gc_export")
     pairs = repair_targets(reviews, shares, labels, ws.class_names, result=result)
-    if st.button("Use as repair target", key="gc_use_target", disabled=not pairs,
-                 help="Pairs (class, classes whose images contain the spurious object; those most often "
-                      "explained as the class first)"):
-        st.session_state[ui.TARGETS] = {"kind": "confusion", "targets": pairs}
-        st.session_state[ui.TARGETS_SOURCE] = "Grad-CAM page"
-        st.success("Repair target set: " + "; ".join(f"{a}, {b}" for a, b in pairs))
     if not pairs:
         st.caption("Mark an association *spurious* to turn it into a repair target.")
+        return
+    st.caption("Repair target from the spurious associations: each class paired with the classes whose images "
+               "contain the object and are most often explained as the class.")
+    ui.offer_target(ws, Target.from_names(pairs, ws.class_names), key="gc_use_target", source="Grad-CAM page")
+    ui.target_links(ws)

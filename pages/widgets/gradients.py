@@ -9,8 +9,10 @@ import streamlit as st
 
 from diagnostics import gce
 from diagnostics import gradients as G
+from diagnostics import run_gradients as R
 from pages import ui
-from workspace.errors import WorkspaceError
+from workspace import jobs
+from workspace.errors import Cancelled, WorkspaceError
 
 LOADED, GCE = "loaded model", "GCE biased model (q = 0.7)"
 VERDICTS = {"mislabelled": "confirm mislabelled", "not mislabelled": "not mislabelled"}
@@ -41,12 +43,12 @@ def options() -> Options:
 
 
 def _job_panel(ws) -> None:
-    status = gce.job_status(ws)
+    status = R.gce_status(ws)
     state = status.get("status", "none")
-    if state == "running":
-        st.progress(float(status.get("progress") or 0.0), text=f"GCE training: {status.get('message', '')}")
+    if state in jobs.ACTIVE:
+        st.progress(float(status.get("progress") or 0.0), text=f"GCE training ({state}): {status.get('message', '')}")
         if st.button("Cancel GCE training", key="gce_cancel"):
-            gce.cancel_job(ws)
+            jobs.request_cancel(ws, status["id"])
             st.info("Cancel requested; the job stops at its next step.")
     elif state == "done":
         if st.session_state.get("_gce_was_running"):
@@ -60,23 +62,23 @@ def _job_panel(ws) -> None:
             st.warning("GCE training was cancelled.")
         cfg = gce.GCEConfig()
         st.caption(f"Trains a fresh copy of the architecture with the GCE loss (q = {cfg.q}, {cfg.epochs} epochs, "
-                   f"Adam lr {cfg.lr:g}) as a background process; the loaded model is not touched.")
+                   f"Adam lr {cfg.lr:g}) as a background job; the loaded model is not touched.")
         if st.button("Train GCE biased model", key="gce_start", type="primary"):
             try:
-                gce.start_job(ws)
+                R.start_gce_job(ws)
             except WorkspaceError as exc:
                 st.error(str(exc))
                 return
             st.session_state["_gce_was_running"] = True
             st.rerun()
-    st.session_state["_gce_was_running"] = state == "running" or st.session_state.get("_gce_was_running", False)
+    st.session_state["_gce_was_running"] = state in jobs.ACTIVE or st.session_state.get("_gce_was_running", False)
 
 
 def gce_ready(ws) -> bool:
     """Show the GCE job panel (polling while it runs); True when the model is trained."""
-    running = gce.job_status(ws).get("status") == "running"
+    running = R.gce_status(ws).get("status") in jobs.ACTIVE
     st.fragment(_job_panel, run_every=2.0 if running else None)(ws)
-    return gce.job_status(ws).get("status") == "done"
+    return R.gce_status(ws).get("status") == "done"
 
 
 def compute(ws, version: str, opts: Options) -> pd.DataFrame | None:
@@ -88,19 +90,13 @@ def compute(ws, version: str, opts: Options) -> pd.DataFrame | None:
         if not st.button("Compute all-parameter gradients", key="grad_all_go"):
             return None
         st.session_state[f"_grad_all_{opts.k}"] = True
-    bar = st.progress(0.0, text="Computing per-sample gradients…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"Per-sample gradients: {done}/{total}")
-
     try:
-        frame = G.compute_scores(ws, version, params=opts.params, k=opts.k, lam=opts.lam,
-                                 biased_model=opts.biased_model, progress=progress)
-    except WorkspaceError as exc:
-        bar.empty()
+        with ui.ProgressBar("Per-sample gradients") as bar:
+            frame = R.compute_scores(ws, version, params=opts.params, k=opts.k, lam=opts.lam,
+                                     biased_model=opts.biased_model, progress=bar)
+    except (WorkspaceError, Cancelled) as exc:
         st.error(f"Cannot compute gradient scores: {exc}")
         return None
-    bar.empty()
     return frame
 
 
@@ -132,18 +128,18 @@ def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: i
 
 def exports(ws, version: str, frame: pd.DataFrame, opts: Options) -> None:
     """CSV downloads: the score table shown, and the pgd sampling weights the repair uses
-    (:func:`diagnostics.gradients.train_sampling_probabilities`: same biased model, last
+    (:func:`diagnostics.run_gradients.train_sampling_probabilities`: same biased model, last
     layer, lambda 0)."""
     c1, c2 = st.columns(2)
     tag = f"{opts.biased_model or 'loaded'}-{opts.params}"
     c1.download_button("Download scores (CSV)", frame[G.CSV_COLUMNS].to_csv(index=False),
                        file_name=f"gradient-scores-{tag}-lam{opts.lam:g}.csv", mime="text/csv", key="grad_dl_scores")
     try:
-        sampler = G.compute_scores(ws, version, lam=0.0, biased_model=opts.biased_model)
+        sampler = R.compute_scores(ws, version, lam=0.0, biased_model=opts.biased_model)
     except WorkspaceError as exc:
         c2.error(f"Cannot compute the pgd sampling weights: {exc}")
         return
     c2.download_button("Download pgd sampling weights (CSV)",
-                       G.sampling_weights_frame(ws, sampler).to_csv(index=False),
+                       R.sampling_weights_frame(ws, sampler).to_csv(index=False),
                        file_name=f"pgd-sampling-weights-{opts.biased_model or 'loaded'}.csv", mime="text/csv",
                        key="grad_dl_weights")

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from diagnostics.neighbours import build_index
-from diagnostics.weakspots import (
-    RepresentativeSet, build_representative_set, find_neighbours, project_pca, sample_distances,
-)
+from diagnostics import run_weakspots
+from diagnostics.weakspots import RepresentativeSet, project_pca
 from pages import ui
+from workspace.targets import Target
 from workspace.errors import WorkspaceError
 
 K_MAX = 50          # one search with the largest k the slider allows; smaller k slice it
@@ -21,32 +20,20 @@ REVIEW_KIND = "pivotal"
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _box(spec: str, version: str, train_key: str, eval_key: str) -> dict:
-    return {}  # filled once per (workspace, version, data); slider moves only slice it
+    return {}  # per (workspace, version, data): the neighbour data and the PCA map, kept across reruns
 
 
-def neighbour_data(ws, version: str, train, eval_) -> dict:
-    """{"rep", "table" (kNN of every misclassified sample, K_MAX), "sample" (kNN distances
-    of 2,000 random rows, for the radius suggestion)}; cached in memory per version."""
+def neighbour_data(ws, version: str) -> dict:
+    """:func:`diagnostics.run_weakspots.neighbour_data` (artifact store) with a progress bar; kept in
+    memory per version so slider moves only slice it."""
     box = _box(ws.spec, version, ws.outputs_key("train", version), ws.outputs_key("eval", version))
     if "table" not in box:
         try:
-            rep = build_representative_set(train, eval_)
-            bar = st.progress(0.0, text="Indexing embeddings with FAISS…")
-            index = build_index(rep.embeddings)
-
-            def progress(done: int, total: int) -> None:
-                bar.progress(done / max(total, 1), text=f"Searching neighbours: {done}/{total} misclassified samples")
-
-            k = min(K_MAX, rep.n - 1)
-            if k < 1:
-                raise WorkspaceError("need at least two samples to look for neighbours")
-            table = find_neighbours(rep, k=k, index=index, progress=progress)
-            sample = sample_distances(rep, k=k, index=index)
-            bar.empty()
+            with ui.ProgressBar("Searching the neighbours of every misclassified sample") as bar:
+                box.update(run_weakspots.neighbour_data(ws, version, k_max=K_MAX, progress=bar))
         except WorkspaceError as exc:
             st.error(f"Cannot search weakspots for {version}: {exc}")
             st.stop()
-        box.update(rep=rep, table=table, sample=sample)
     return box
 
 
@@ -108,17 +95,18 @@ def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.Dat
     return pivotal[((pivotal["label"] == a) & (pivotal["pred"] == b)) | ((pivotal["label"] == b) & (pivotal["pred"] == a))]
 
 
-def target_picker(pairs: pd.DataFrame) -> None:
-    """Pick a weak pair and make it the repair target (confusion kind, class names)."""
+def target_picker(ws, pairs: pd.DataFrame) -> None:
+    """Pick a weak pair and make it the repair target (asks before replacing another)."""
     if pairs.empty:
         return
     labels = [f"{r.a} ↔ {r.b} ({r.count} weakspots)" for r in pairs.itertuples()]
+    if st.session_state.get("ws_pair", 0) >= len(labels):
+        st.session_state["ws_pair"] = 0
     pick = st.selectbox("Weak pair", range(len(labels)), format_func=labels.__getitem__, key="ws_pair")
-    if st.button("Use as repair target", key="ws_use_target"):
-        row = pairs.iloc[int(pick)]
-        st.session_state[ui.TARGETS] = {"kind": "confusion", "targets": [[str(row["a"]), str(row["b"])]]}
-        st.session_state[ui.TARGETS_SOURCE] = "weakspots page"
-        st.success(f"Repair target set: {row['a']} ↔ {row['b']}. Open the Repair page to use it.")
+    row = pairs.iloc[int(pick)]
+    ui.offer_target(ws, Target(((int(row["a_id"]), int(row["b_id"])),), ws.class_names), key="ws_use_target",
+                    source="weakspots page")
+    ui.target_links(ws)
 
 
 def notes(ws, version: str, pivotal: pd.DataFrame) -> None:

@@ -4,7 +4,7 @@
    rates, the pair error matrix and the target error) for 10,000 samples x 100 classes, as a
    ratio to one ``argmax`` pass over the same (N, K) float32 probability array (the obvious
    baseline: re-deciding every sample). Targets fixed (two pairs); the per-target
-   precomputation (:class:`repair.wos.WosWhatIf`) is reported separately, as it runs once
+   precomputation (:class:`diagnostics.wos.WosWhatIf`) is reported separately, as it runs once
    when the targets are picked, not on slider moves. Target: at most 3x. A second row
    repeats it with 25 target pairs (half of all samples affected).
 2. cd of all 485,100 triplets of 100 classes, ranked (``rank_biased_triplets``): well under 1 s.
@@ -42,7 +42,7 @@ def _probs(n: int = 10_000, k: int = 100, seed: int = 0):
 
 def run() -> list[dict]:
     from diagnostics.confusion import all_triplet_cd, rank_biased_triplets, type1conf_matrix
-    from repair.wos import WosWhatIf
+    from diagnostics.wos import WosWhatIf
 
     probs, labels = _probs()
     n, k = probs.shape

@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
-from repair.wos import WosWhatIf, suggest_rho
+from diagnostics.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
 TIMEOUT = 180
@@ -160,7 +160,7 @@ def test_changed_classes_limits_large_k():
     import numpy as np
 
     from pages.widgets.confusion import changed_classes
-    from repair.wos import WosResult
+    from diagnostics.wos import WosResult
 
     r = WosResult(rho=0.1, accuracy=0.0, target_error=0.0, errors=None, counts=None,
                   preds=np.array([5, 9, 9, 7]), changed=np.array([1, 2, 3]), fixed=0, broken=0)

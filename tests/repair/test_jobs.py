@@ -14,7 +14,7 @@ from repair import jobs
 from repair.__main__ import main
 from repair.loop import TrainConfig, finetune
 from repair.methods import TargetContext, get_method, list_methods
-from repair.wos import apply_wos
+from diagnostics.wos import apply_wos
 from diagnostics.confusion import error_matrix, target_error
 from workspace.core import file_sha256, open_workspace
 

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from diagnostics.confusion import (
-    confusion_counts, confusion_rates, target_classes, target_error, type1conf_matrix, type2conf_matrix,
+    confusion_counts, confusion_rates, target_classes, target_error, type2conf_matrix,
 )
 
 #: The default rho grid of the what-if curve: 10 points per decade from 1 down to 1e-4,

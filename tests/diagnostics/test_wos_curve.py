@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repair.wos import WosWhatIf, apply_wos, mean_average_precision, rho_grid, suggest_rho, wos_curve, wos_metrics
+from diagnostics.wos import WosWhatIf, apply_wos, mean_average_precision, rho_grid, suggest_rho, wos_curve, wos_metrics
 
 #             pred  label
 PROBS = np.array([

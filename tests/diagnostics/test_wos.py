@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from repair.wos import affected_rows, apply_wos
+from diagnostics.wos import affected_rows, apply_wos
 
 PROBS = np.array([
     [0.50, 0.40, 0.10],   # pred 0 (target); 0.5*0.5=0.25 < 0.10? no -> stays target; rho 0.1 -> 0.05 < 0.10 -> class 2
