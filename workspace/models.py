@@ -574,12 +574,30 @@ def _on_sys_path(folder: Path):
             pass
 
 
+def _forget_foreign_modules(module_name: str, root: Path) -> None:
+    """Drop an already imported module of the same name from another folder.
+
+    Two workspaces may both have a ``models.py``; Python's module cache would hand the second
+    workspace the first one's code. Only modules whose file lies outside ``root`` are dropped
+    (a workspace's own module is imported once and reused).
+    """
+    top = module_name.split(".")[0]
+    root = Path(root).resolve()
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file is not None and root not in Path(file).resolve().parents:
+            if name.split(".")[0] in sys.stdlib_module_names or "site-packages" in file:
+                continue  # never shadow an installed package
+            del sys.modules[name]
+
+
 def call_factory(factory: str, root: Path, num_classes: int) -> nn.Module:
     """Import ``module:function`` from the workspace folder and build the model.
 
     The function is called with ``num_classes=K`` when it accepts that argument.
     """
     module_name, _, func_name = factory.partition(":")
+    _forget_foreign_modules(module_name, root)
     with _on_sys_path(root):
         try:
             module = importlib.import_module(module_name)

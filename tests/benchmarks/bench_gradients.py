@@ -120,7 +120,7 @@ def run(n: int = 256, loop_n: int = 64, chunk: int = 64, repeats: int = 5) -> li
 
 
 def _demo_rows(ws) -> list[dict]:
-    from diagnostics.gradients import compute_scores
+    from diagnostics.run_gradients import compute_scores
 
     start = time.perf_counter()
     rows = []

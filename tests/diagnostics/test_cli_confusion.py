@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from diagnostics.__main__ import main
-from diagnostics.cli_confusion import confusion_summary, wos_summary
+from diagnostics.run_confusion import confusion_summary, wos_summary
 from workspace.cache import InferenceOutputs
 from workspace.cli import run_cli
+from workspace.targets import Target
 
 
 def _outputs(probs, labels, names=("a", "b", "c")):
@@ -33,11 +34,11 @@ def test_confusion_summary_by_hand():
 
 
 def test_wos_summary_by_hand():
-    s = wos_summary(OUT, [(0, 1)], rho=0.5)
+    s = wos_summary(OUT, Target(((0, 1),), OUT.class_names), rho=0.5)
     assert s["rho"] == 0.5 and s["targets"] == [["a", "b"]]
     assert s["before"] == {"accuracy": 0.5, "target_error": 0.25}
     assert s["after"]["accuracy"] == 0.5 and (s["after"]["fixed"], s["after"]["broken"]) == (1, 1)
-    c = wos_summary(OUT, [(0, 1)], curve=True)
+    c = wos_summary(OUT, Target(((0, 1),), OUT.class_names), curve=True)
     assert c["curve"][0] == {"rho": 1.0, "accuracy": 0.5, "target_error": 0.25}
     assert c["curve"][-1]["rho"] == pytest.approx(1e-4)
     # rho 0.5 fixes row 3 and breaks row 1 (accuracy 0.5, error 0.25); below 0.2 row 0 leaves a
@@ -92,6 +93,6 @@ def test_multi_label_summaries_by_hand():
     assert s["per_class_accuracy"] == pytest.approx({"a": 1.0, "b": 2 / 3, "c": 1.0})
     # a present & b absent: rows 0, 1 -> both predicted in row 0 (1/2); b present & a absent: row 2 -> 0
     assert s["pairs"] == [{"a": "a", "b": "b", "conf": 0.25, "a_to_b": 0.5, "b_to_a": 0.0}]
-    w = wos_summary(out, [(0, 1)], rho=0.6)
+    w = wos_summary(out, Target(((0, 1),), out.class_names), rho=0.6)
     assert w["before"]["target_error"] == 0.25 and w["after"]["target_error"] == 0.0
     assert w["after"]["accuracy"] == 1.0 and "map" in w["after"]

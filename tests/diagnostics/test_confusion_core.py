@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diagnostics.confusion import (
-    confusion_counts, confusion_rates, error_matrix, parse_targets, target_classes, target_error,
+    confusion_counts, confusion_rates, error_matrix, target_classes, target_error,
     type1conf_matrix, type2conf_matrix,
 )
 
@@ -44,14 +44,3 @@ def test_target_error_pairs_and_cd():
     assert target_classes([(1, 0, 2)]) == [0, 1, 2]
     with pytest.raises(ValueError):
         target_error(e, [(0, 1), (0, 1, 2)])
-
-
-def test_parse_targets():
-    names = ("cat", "dog", "fox")
-    assert parse_targets("cat,dog", names) == [(0, 1)]
-    assert parse_targets("cat,dog; dog,fox", names) == [(0, 1), (1, 2)]
-    assert parse_targets("fox,cat,dog", names) == [(2, 0, 1)]
-    with pytest.raises(ValueError, match="unknown class 'cow'; valid classes: cat, dog, fox"):
-        parse_targets("cat,cow", names)
-    with pytest.raises(ValueError, match="different classes"):
-        parse_targets("cat,cat", names)

@@ -6,7 +6,7 @@ import pytest
 
 from diagnostics.confusion import rank_biased_triplets
 from diagnostics.figures_confusion import (
-    confusion_heatmap, difference_heatmap, triplet_errors_figure, wos_curve_figure,
+    comparison_heatmap, confusion_heatmap, triplet_errors_figure, wos_curve_figure,
 )
 
 RATES = np.array([[0.8, 0.2], [0.5, 0.5]])
@@ -24,9 +24,16 @@ def test_heatmap_rates_counts_and_hover():
         confusion_heatmap(RATES, ["a", "b"], show="counts")
 
 
-def test_difference_is_centred():
-    heat = difference_heatmap(np.array([[0.1, -0.3], [0.0, 0.2]]), ["a", "b"]).data[0]
+def test_comparison_is_coloured_by_better_or_worse_and_centred():
+    from types import SimpleNamespace
+
+    change = np.array([[0.1, -0.1], [0.3, -0.3]])    # diagonal a up (better), b->a up (worse)
+    better = np.array([[0.1, 0.1], [-0.3, -0.3]])
+    heat = comparison_heatmap(SimpleNamespace(change=change, improvement=better), ["a", "b"]).data[0]
     assert heat.zmid == 0 and heat.zmin == pytest.approx(-0.3) and heat.zmax == pytest.approx(0.3)
+    assert np.allclose(heat.z, better) and heat.colorscale[0][1] == "#b2182b" and heat.colorscale[-1][1] == "#1a9850"
+    assert list(np.asarray(heat.text)[1]) == ["+0.30", "-0.30"]  # the text is the rate change itself
+    assert np.asarray(heat.customdata)[1, 0, 1] == "worse" and np.asarray(heat.customdata)[0, 0, 1] == "better"
 
 
 def test_triplet_bars():

@@ -8,8 +8,9 @@ from torchvision.transforms import v2
 
 from diagnostics.associations import relevance_shares
 from diagnostics.gradcam import (
-    compute_gradcam, gradcam_batch, resolve_layer, target_rows, upsample_cams, workspace_gradcam,
+    compute_gradcam, gradcam_batch, resolve_layer, target_rows, upsample_cams,
 )
+from diagnostics.run_gradcam import workspace_gradcam
 from workspace.data import ArraySplit, ImageDataset
 from workspace.errors import WorkspaceError
 
@@ -135,14 +136,14 @@ def test_workspace_gradcam_is_cached_on_disk(tiny_workspace):
     out = ws.outputs("eval")
     assert first.layer == "conv" and first.cams.shape == (9, 12, 12) and first.input_size == (12, 12)
     assert first.classes.tolist() == out.preds.tolist()
-    files = list((ws.state_dir / "gradcam").rglob("*.npz"))
+    files = list((ws.state_dir / "artifacts" / "gradcam").rglob("meta.json"))
     assert len(files) == 1
     again = open_workspace(tiny_workspace)
     again.model = None  # a cache hit must not touch the model
     second = workspace_gradcam(again, "eval")
     np.testing.assert_array_equal(first.cams, second.cams)
     chosen = workspace_gradcam(ws, "eval", target="dog")
-    assert len(list((ws.state_dir / "gradcam").rglob("*.npz"))) == 2  # one per target
+    assert len(list((ws.state_dir / "artifacts" / "gradcam").rglob("meta.json"))) == 2  # one per target
     assert chosen.classes.tolist() == [1] * 9 and chosen.target == "dog"
     assert chosen.correct.tolist() == (out.labels == 1).tolist()
     with pytest.raises(WorkspaceError, match="unknown class"):
@@ -150,4 +151,4 @@ def test_workspace_gradcam_is_cached_on_disk(tiny_workspace):
     # new weights: a new entry replaces the stale one of the same split and target
     ws.outputs_key = lambda split, version="orig", _k=ws.outputs_key: _k(split, version) + "x"
     workspace_gradcam(ws, "eval")
-    assert len(list((ws.state_dir / "gradcam").rglob("*.npz"))) == 2
+    assert len(list((ws.state_dir / "artifacts" / "gradcam").rglob("meta.json"))) == 2

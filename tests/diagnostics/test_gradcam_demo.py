@@ -3,8 +3,8 @@
 import json
 
 from diagnostics.__main__ import main
-from diagnostics.associations import aggregate_associations, workspace_shares
-from diagnostics.gradcam import workspace_gradcam
+from diagnostics.associations import aggregate_associations
+from diagnostics.run_gradcam import workspace_gradcam, workspace_shares
 from diagnostics.mask_sources import load_masks
 from workspace.cli import run_cli
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diagnostics.associations import aggregate_associations, workspace_shares
-from diagnostics.gradcam import workspace_gradcam
+from diagnostics.associations import aggregate_associations
+from diagnostics.run_gradcam import workspace_gradcam, workspace_shares
 from diagnostics.mask_sources import load_masks
 from workspace.errors import WorkspaceError
 

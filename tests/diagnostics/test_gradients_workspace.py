@@ -11,6 +11,9 @@ import torch
 
 from diagnostics import gce
 from diagnostics import gradients as G
+from diagnostics import run_gradients as R
+from workspace import jobs
+from workspace.cache import make_loader
 from workspace.cli import run_cli
 from workspace.core import open_workspace
 from workspace.errors import WorkspaceError
@@ -24,37 +27,38 @@ def tiny(tiny_workspace):
 def test_closed_form_matches_vmap_on_the_workspace_model(tiny):
     out = tiny.outputs("train")
     model = tiny.model()
-    closed = G.compute_gradients(tiny, model, out, params="last")
+    closed = R.compute_gradients(tiny, model, out, params="last")
     names = G.classifier_names(model, "head")
-    loader = G._loader(tiny, "train", 5)
+    loader = make_loader(tiny.dataset("train"), batch_size=5)
+    loader.labels = tiny.split("train").labels
     vm, idx = G.model_gradients(model, loader, names=names)
     assert idx.tolist() == out.indices.tolist()
     np.testing.assert_allclose(closed, vm, atol=1e-5)
 
 
 def test_compute_scores_columns_cache_and_contract(tiny):
-    frame = G.compute_scores(tiny)
+    frame = R.compute_scores(tiny)
     assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"]) <= set(frame.columns)
     assert len(frame) == 12 and frame["index"].tolist() == list(range(12))
     assert ((frame["p_s"] > 0) & (frame["p_s"] <= 1)).all() and frame["p_s"].max() == 1.0
     assert frame.attrs["delta"] > 0
-    files = list((tiny.state_dir / "gradients").glob("scores-train-*.npz"))
+    files = list((tiny.state_dir / "artifacts" / "gradient-scores").rglob("meta.json"))
     assert len(files) == 1
-    again = G.compute_scores(tiny)  # from disk
+    again = R.compute_scores(tiny)  # from disk
     pd.testing.assert_frame_equal(frame, again)
-    p_s = G.train_sampling_probabilities(tiny)  # lam = 0: p_s = ||g_i|| / max ||g_j|| per class (equal sizes)
+    p_s = R.train_sampling_probabilities(tiny)  # lam = 0: p_s = ||g_i|| / max ||g_j|| per class (equal sizes)
     assert p_s.shape == (12,)
     labels = frame["label"].to_numpy()
     norms = frame["grad_norm"].to_numpy()
     s = np.array([(1 / norms[i]) / (1 / norms[labels == labels[i]]).sum() for i in range(12)])
     np.testing.assert_allclose(p_s, s.min() / s)
     assert p_s.max() == 1.0 and G.effective_share(p_s) > 0.3
-    weights = G.sampling_weights_frame(tiny, frame)
+    weights = R.sampling_weights_frame(tiny, frame)
     assert list(weights.columns) == ["index", "p_s", "noisy"] and len(weights) == 12
 
 
 def test_all_parameter_scores_on_workspace(tiny):
-    frame = G.compute_scores(tiny, params="all", k=7)
+    frame = R.compute_scores(tiny, params="all", k=7)
     assert frame.attrs["k"] == 7 and len(frame) == 12 and np.isfinite(frame["log_p_s"]).all()
 
 
@@ -63,16 +67,16 @@ def test_skipped_images_get_p_s_one(tiny_workspace):
     bad.write_bytes(b"not a png")
     ws = open_workspace(tiny_workspace)
     position = ws.split("train").ids.index(str(bad))
-    p_s = G.train_sampling_probabilities(ws)
+    p_s = R.train_sampling_probabilities(ws)
     assert p_s.shape == (12,) and p_s[position] == 1.0
     assert (p_s > 0).all()
 
 
 def test_bad_options_are_refused(tiny):
     with pytest.raises(WorkspaceError, match="params must be one of last, all"):
-        G.compute_scores(tiny, params="some")
+        R.compute_scores(tiny, params="some")
     with pytest.raises(WorkspaceError, match="biased_model"):
-        G.compute_scores(tiny, biased_model="lff")
+        R.compute_scores(tiny, biased_model="lff")
 
 
 def test_cli_writes_csv_and_refuses_to_overwrite(tiny_workspace, tmp_path, capsys):
@@ -100,7 +104,7 @@ def test_gce_loss_hand_value():
 def test_gce_training_leaves_loaded_model_untouched(tiny):
     before = {k: v.clone() for k, v in tiny.model().state_dict().items()}
     steps = []
-    model = gce.train_gce_model(tiny, gce.GCEConfig(epochs=1, batch_size=4), progress=lambda d, t: steps.append(d))
+    model = R.train_gce_model(tiny, gce.GCEConfig(epochs=1, batch_size=4), progress=lambda d, t: steps.append(d))
     assert steps == [1, 2, 3]
     for k, v in tiny.model().state_dict().items():
         assert torch.equal(v, before[k])
@@ -109,21 +113,27 @@ def test_gce_training_leaves_loaded_model_untouched(tiny):
 
 def test_gce_job_runs_and_can_be_cancelled(tiny):
     config = gce.GCEConfig(epochs=1, batch_size=4)
-    assert gce.job_status(tiny, config)["status"] == "none"
-    gce.cancel_job(tiny, config)  # a cancel request is honoured at the first step
-    with pytest.raises(gce.Cancelled):
-        gce.run_job(tiny, config)
-    assert gce.job_status(tiny, config)["status"] == "cancelled"
-    result = gce.run_job(tiny, config)
-    assert result["status"] == "done" and gce.job_status(tiny, config)["status"] == "done"
-    assert gce.load_gce_model(tiny, config) is not None
+    assert R.gce_status(tiny, config)["status"] == "none"
+    job = jobs.create_job(tiny, R.GCE_KIND, queue="cpu", params={"config": vars(config)},
+                          run_key=R.gce_key(tiny, config))
+    jobs.request_cancel(tiny, job)  # queued with no worker: cancelled at once
+    assert R.gce_status(tiny, config)["status"] == "cancelled"
+    job = jobs.create_job(tiny, R.GCE_KIND, queue="cpu", params={"config": vars(config)},
+                          run_key=R.gce_key(tiny, config))
+    tiny.store.update_run(job, cancel_requested=1)  # a cancel request is honoured at the first step
+    assert jobs.run_job(tiny, job)["status"] == "cancelled"
+    assert R.gce_status(tiny, config)["status"] == "cancelled"
+    job = jobs.create_job(tiny, R.GCE_KIND, queue="cpu", params={"config": vars(config)},
+                          run_key=R.gce_key(tiny, config))
+    assert jobs.run_job(tiny, job)["status"] == "done"
+    assert R.gce_status(tiny, config)["status"] == "done" and R.load_gce_model(tiny, config) is not None
 
 
 def test_gce_scores_use_the_trained_biased_model(tiny):
-    frame = G.compute_scores(tiny, biased_model="gce")
+    frame = R.compute_scores(tiny, biased_model="gce")
     assert frame.attrs["source"] == "gce" and len(frame) == 12
-    assert gce.weights_path(tiny).is_file()
-    loaded = G.compute_scores(tiny)
+    assert R.load_gce_model(tiny) is not None
+    loaded = R.compute_scores(tiny)
     assert not np.allclose(frame["grad_norm"], loaded["grad_norm"])
     np.testing.assert_allclose(frame["comp_loss"], loaded["comp_loss"])  # noise split: the loaded model
 
@@ -131,13 +141,13 @@ def test_gce_scores_use_the_trained_biased_model(tiny):
 def test_gce_background_process_end_to_end(tiny):
     import time
 
-    pid = gce.start_job(tiny)
-    assert pid > 0
+    job_id = R.start_gce_job(tiny)
+    assert job_id > 0
     with pytest.raises(WorkspaceError, match="already running"):
-        gce.start_job(tiny)
+        R.start_gce_job(tiny)
     deadline = time.time() + 90
-    while gce.job_status(tiny)["status"] == "running" and time.time() < deadline:
+    while R.gce_status(tiny)["status"] in jobs.ACTIVE and time.time() < deadline:
         time.sleep(0.5)
-    status = gce.job_status(tiny)
-    assert status["status"] == "done", (status, (gce.job_dir(tiny) / "job.log").read_text()[-2000:])
-    assert gce.load_gce_model(tiny) is not None
+    status = R.gce_status(tiny)
+    assert status["status"] == "done", (status, jobs.log_path(tiny, job_id).read_text()[-2000:])
+    assert R.load_gce_model(tiny) is not None

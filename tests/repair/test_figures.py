@@ -1,27 +1,6 @@
-"""Repair figures and the before/after comparison on hand-made inputs."""
+"""Repair figures on hand-made inputs."""
 
-import numpy as np
-
-from repair.figures import compare_outputs, confusion_diff_figure, curves_figure, runs_frame, tradeoff_figure
-from workspace.cache import InferenceOutputs
-
-
-def outputs(preds, labels=(0, 0, 1, 1, 2), indices=(0, 1, 2, 3, 4)):
-    n = len(labels)
-    return InferenceOutputs(logits=np.zeros((n, 3)), probs=np.full((n, 3), 1 / 3), preds=np.array(preds),
-                            labels=np.array(labels), embeddings=None, indices=np.array(indices),
-                            class_names=("a", "b", "c"), task="single_label", threshold=0.5)
-
-
-def test_compare_outputs_finds_fixed_and_broken_samples():
-    before = outputs([0, 1, 0, 1, 2])       # wrong: 1, 2
-    after = outputs([0, 0, 1, 0, 2])        # wrong: 3
-    cmp = compare_outputs(before, after)
-    assert cmp["fixed"].tolist() == [1, 2] and cmp["broken"].tolist() == [3]
-    assert cmp["before_rates"][0].tolist() == [0.5, 0.5, 0.0]
-    assert cmp["after_rates"][1].tolist() == [0.5, 0.5, 0.0]
-    fig = confusion_diff_figure(cmp["before_rates"], cmp["after_rates"], ("a", "b", "c"))
-    assert np.allclose(fig.data[0].z, cmp["after_rates"] - cmp["before_rates"])
+from repair.figures import curves_figure, runs_frame, tradeoff_figure
 
 
 def test_runs_frame_and_tradeoff_region():
@@ -34,10 +13,16 @@ def test_runs_frame_and_tradeoff_region():
     ]
     frame = runs_frame(runs)
     assert frame["id"].tolist() == [2, 1] and frame.loc[1, "minutes"] == 1.0 and frame.loc[0, "targets"] == "a,b"
-    fig = tradeoff_figure(frame, baseline={"accuracy": 0.8, "target_error": 0.2}, lambda1=0.25, lambda2=0.01)
+    fig = tradeoff_figure(frame, baseline={"accuracy": 0.8, "target_error": 0.2}, lambda1=0.25, lambda2=0.01,
+                          reference="orig-ft")
     rect = fig.layout.shapes[0]
     assert rect.x0 == 0 and abs(rect.x1 - 0.15) < 1e-12 and abs(rect.y0 - 0.792) < 1e-12
     assert [t.name for t in fig.data] == ["orig", "orig-ft"]   # the running run is not plotted
-    curves = curves_figure([{"epoch": 0, "accuracy": 0.8, "target_error": 0.2},
-                            {"epoch": 1, "accuracy": 0.79, "target_error": 0.1}])
-    assert list(curves.data[1].y) == [0.2, 0.1]
+    assert fig.data[1].marker.symbol == "diamond"               # the reference method
+    curves = curves_figure([{"epoch": 0, "accuracy": 0.8, "target_error": 0.2, "loss": None},
+                            {"epoch": 0.5, "step": 1, "accuracy": None, "target_error": None, "loss": 0.7},
+                            {"epoch": 1, "step": 2, "accuracy": None, "target_error": None, "loss": 0.5},
+                            {"epoch": 1, "accuracy": 0.79, "target_error": 0.1, "loss": 0.6}])
+    names = [t.name for t in curves.data]
+    assert names == ["training loss", "accuracy", "target error"]
+    assert list(curves.data[0].y) == [0.7, 0.5] and list(curves.data[2].y) == [0.2, 0.1]

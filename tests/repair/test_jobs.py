@@ -1,4 +1,4 @@
-"""The loop, jobs (worker processes, queue, SIGKILL recovery) and the CLI on tiny workspaces."""
+"""The loop, repair runs on the job runner (worker processes, queue, SIGKILL recovery) and the CLI."""
 
 import json
 import os
@@ -10,15 +10,21 @@ import time
 import pytest
 import torch
 
-from repair import jobs
+from diagnostics.confusion import error_matrix, target_error
+from diagnostics.wos import apply_wos
+from repair import runs
 from repair.__main__ import main
 from repair.loop import TrainConfig, finetune
 from repair.methods import TargetContext, get_method, list_methods
-from diagnostics.wos import apply_wos
-from diagnostics.confusion import error_matrix, target_error
+from workspace import jobs
 from workspace.core import file_sha256, open_workspace
+from workspace.targets import Target
 
-FINETUNING = [m for m in list_methods() if get_method(m).finetunes and m != "pgd"]
+FINETUNING = [m for m in list_methods() if get_method(m).finetunes]
+
+
+def T(ws, *groups):
+    return Target(groups or ((0, 1),), ws.class_names)
 
 
 def tiny_config(**kw):
@@ -28,7 +34,7 @@ def tiny_config(**kw):
 def wait_status(ws, run_id, statuses, timeout=90):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        run = jobs.list_runs(ws) and ws.store.get_run(run_id)
+        run = jobs.list_jobs(ws) and ws.store.get_run(run_id)
         if run["status"] in statuses:
             return run
         time.sleep(0.2)
@@ -41,7 +47,9 @@ def test_every_finetuning_method_trains_two_steps(tiny_workspace, name):
     before = {k: v.clone() for k, v in ws.model().state_dict().items()}
     ctx = TargetContext(((0, 1),), 0.5, 3)
     evals = []
-    model, history, outputs = finetune(ws, get_method(name), ctx, tiny_config(batch_size=6), on_eval=evals.append)
+    method = get_method(name)
+    method.prepare(ws, "orig")  # pgd: the gradient scores of the tiny workspace
+    model, history, outputs = finetune(ws, method, ctx, tiny_config(batch_size=6), on_eval=evals.append)
     assert len(history) == 1 and history == evals and history[0]["epoch"] == 1.0 and history[0]["step"] == 2
     assert 0 <= history[0]["accuracy"] <= 1 and len(history[0]["confusion"]) == 3
     assert sum(map(sum, history[0]["confusion"])) == 9 and outputs.n == 9
@@ -55,7 +63,10 @@ def test_every_finetuning_method_trains_two_steps(tiny_workspace, name):
 def test_every_finetuning_method_runs_on_a_multi_label_workspace(multi_label_workspace, name, targets):
     ws = open_workspace(multi_label_workspace)
     ctx = TargetContext(targets, 0.5, 3, ws.task)
-    model, history, outputs = finetune(ws, get_method(name), ctx, tiny_config(batch_size=6))
+    method = get_method(name)
+    if method.applicability(ws.model(), ws):
+        pytest.skip(f"{name}: {method.applicability(ws.model(), ws)}")
+    model, history, outputs = finetune(ws, method, ctx, tiny_config(batch_size=6))
     assert outputs.multi_label and outputs.preds.shape == (12, 3)
     assert len(history) == 1 and 0 <= history[0]["accuracy"] <= 1
     assert history[0]["target_error"] == pytest.approx(target_error(
@@ -102,7 +113,10 @@ def test_cli_run_writes_run_metrics_and_a_new_version(tiny_workspace, capsys):
     assert version["run_id"] == out["run_id"] and version["epochs"] == 2 and version["seed"] == 0
     assert file_sha256(tiny_workspace.parent / "weights.pth") == sha  # the loaded file is never touched
     metrics = ws.store.run_metrics(out["run_id"])
-    assert [m["epoch"] for m in metrics] == [0, 1.0, 2.0] and len(metrics[-1]["extra"]["confusion"]) == 3
+    evals = [m for m in metrics if m["accuracy"] is not None]
+    assert [m["epoch"] for m in evals] == [0, 1.0, 2.0] and len(evals[-1]["extra"]["confusion"]) == 3
+    steps = [m for m in metrics if m["accuracy"] is None]  # the training loss of every step (12 images, batch 4)
+    assert [m["step"] for m in steps] == [1, 2, 3, 4, 5, 6] and all(m["loss"] > 0 for m in steps)
     # the new version's eval cache is written by the run, and loads as a model
     cached = ws.cached_outputs("eval", version["id"])
     assert cached is not None and cached.accuracy == pytest.approx(out["final"]["accuracy"])
@@ -133,8 +147,8 @@ def test_cli_bad_targets_and_method(tiny_workspace, capsys):
 
 def test_w_os_run_equals_the_what_if_numbers(tiny_workspace):
     ws = open_workspace(tiny_workspace)
-    run_id = jobs.create_run(ws, "w-os", [(0, 1)], 0.3, tiny_config())
-    run = jobs.execute_run(ws, run_id)
+    run_id = runs.create_run(ws, "w-os", T(ws), 0.3, tiny_config())
+    run = jobs.run_job(ws, run_id)
     out = ws.outputs("eval")
     preds = apply_wos(out.probs, [(0, 1)], 0.3, task=out.task)
     assert run["status"] == "done" and run["model_version"] is None
@@ -146,12 +160,14 @@ def test_w_os_run_equals_the_what_if_numbers(tiny_workspace):
 
 def test_queue_one_running_job_per_device(tiny_workspace):
     ws = open_workspace(tiny_workspace)
-    a = jobs.create_run(ws, "orig-ft", [(0, 1)], 1.0, tiny_config())
-    b = jobs.create_run(ws, "w-aug", [(0, 1)], 0.5, tiny_config())
+    a = runs.create_run(ws, "orig-ft", T(ws), None, tiny_config())
+    b = runs.create_run(ws, "w-aug", T(ws), 0.5, tiny_config())
+    post_hoc = runs.create_run(ws, "w-os", T(ws), 0.1, tiny_config())
     ws.store.update_run(a, status="running", pid=os.getpid())
-    assert jobs.runs_ahead(ws.store, b) == [a] and jobs.runs_ahead(ws.store, a) == []
+    assert jobs.jobs_ahead(ws.store, b) == [a] and jobs.jobs_ahead(ws.store, a) == []
+    assert jobs.jobs_ahead(ws.store, post_hoc) == []  # post-hoc runs never queue
     ws.store.update_run(a, status="done")
-    assert jobs.runs_ahead(ws.store, b) == []
+    assert jobs.jobs_ahead(ws.store, b) == []
     ws.store.update_run(b, cancel_requested=1)
     assert jobs.wait_for_turn(ws.store, b) is False
 
@@ -160,11 +176,11 @@ def test_stale_run_of_a_dead_process_is_failed_and_queued_cancel(tiny_workspace)
     ws = open_workspace(tiny_workspace)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    a = jobs.create_run(ws, "orig-ft", [(0, 1)], 1.0, tiny_config())
+    a = runs.create_run(ws, "orig-ft", T(ws), None, tiny_config())
     ws.store.update_run(a, status="running", pid=dead.pid)
-    runs = {r["id"]: r for r in jobs.list_runs(ws)}
-    assert runs[a]["status"] == "failed" and "ended without reporting" in runs[a]["error"]
-    b = jobs.create_run(ws, "orig-ft", [(0, 1)], 1.0, tiny_config())
+    rows = {r["id"]: r for r in jobs.list_jobs(ws)}
+    assert rows[a]["status"] == "failed" and "ended without reporting" in rows[a]["error"]
+    b = runs.create_run(ws, "orig-ft", T(ws), None, tiny_config())
     assert jobs.request_cancel(ws, b)["status"] == "cancelled"
 
 
@@ -172,7 +188,7 @@ def test_worker_process_runs_and_sigkill_mid_epoch_marks_failed(tiny_workspace):
     ws = open_workspace(tiny_workspace)
     sha = file_sha256(tiny_workspace.parent / "weights.pth")
     # a long run (many epochs of the tiny data), killed while it trains
-    long_run = jobs.submit(ws, "orig-ft", [(0, 1)], 1.0, tiny_config(epochs=2000, batch_size=2))
+    long_run = runs.submit(ws, "orig-ft", T(ws), None, tiny_config(epochs=2000, batch_size=2))
     deadline = time.time() + 90
     while time.time() < deadline:
         run = ws.store.get_run(long_run)
@@ -182,10 +198,10 @@ def test_worker_process_runs_and_sigkill_mid_epoch_marks_failed(tiny_workspace):
     assert run["status"] == "running" and 0 < run["progress"] < 1 and jobs.pid_alive(run["pid"])
     os.kill(run["pid"], signal.SIGKILL)
     time.sleep(0.3)
-    failed = {r["id"]: r for r in jobs.list_runs(ws)}[long_run]
+    failed = {r["id"]: r for r in jobs.list_jobs(ws)}[long_run]
     assert failed["status"] == "failed" and "killed" in failed["error"]
     # the store stays readable and a new worker run goes through to a new version
-    new = jobs.submit(ws, "w-loss", [(0, 1)], 0.5, tiny_config())
+    new = runs.submit(ws, "w-loss", T(ws), 0.5, tiny_config())
     done = wait_status(ws, new, ("done", "failed", "cancelled"))
     assert done["status"] == "done", done["error"]
     assert ws.version(done["model_version"])["run_id"] == new
@@ -196,21 +212,19 @@ def test_worker_process_runs_and_sigkill_mid_epoch_marks_failed(tiny_workspace):
 
 
 def test_pgd_uses_the_gradient_scores_when_they_exist(tiny_workspace, monkeypatch):
-    import types
-
     import numpy as np
 
+    from diagnostics import run_gradients
+
     calls = []
-    fake = types.ModuleType("diagnostics.gradients")
 
     def train_sampling_probabilities(ws, version="orig", *, progress=None):
         calls.append(version)
         return np.linspace(0.1, 1.0, len(ws.split("train")))
 
-    fake.train_sampling_probabilities = train_sampling_probabilities
-    monkeypatch.setitem(sys.modules, "diagnostics.gradients", fake)
+    monkeypatch.setattr(run_gradients, "train_sampling_probabilities", train_sampling_probabilities)
     ws = open_workspace(tiny_workspace)
-    run = jobs.execute_run(ws, jobs.create_run(ws, "pgd", [(0, 1)], 1.0, tiny_config()))
+    run = jobs.run_job(ws, runs.create_run(ws, "pgd", T(ws), None, tiny_config()))
     assert run["status"] == "done", run["error"]
     assert calls == ["orig"] and ws.version(run["model_version"])["method"] == "pgd"
 

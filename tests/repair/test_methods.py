@@ -10,7 +10,7 @@ from torch import nn
 
 from repair import wbn
 from repair.methods import (
-    PGD_UNAVAILABLE, Method, TargetContext, confused_mask, get_method, list_methods, method_table, register,
+    SCOPES, Method, TargetContext, confused_mask, get_method, list_methods, method_table, register,
 )
 
 
@@ -43,16 +43,42 @@ def test_target_context_validates():
     assert ctx([(0, 1, 3)]).kind == "bias" and ctx([(2, 1), (0, 1)]).classes == [0, 1, 2]
 
 
-def test_pgd_is_listed_unavailable_without_gradient_scores():
+def test_pgd_samples_with_its_loaded_probabilities():
     row = {r["method"]: r for r in method_table()}["pgd"]
-    try:
-        from diagnostics.gradients import train_sampling_probabilities  # noqa: F401
-    except ImportError:
-        assert not row["available"] and row["reason"] == PGD_UNAVAILABLE
-    else:
-        assert row["available"]
+    assert row["available"] and row["kind"] == "fine-tuning" and not row["uses_rho"]
     pgd = get_method("pgd", probabilities=np.array([0.5, 1.0, 0.25]))
     assert pgd.sample_weights(np.array([0, 1, 2]), ctx([(0, 1)])).tolist() == [0.5, 1.0, 0.25]
+    with pytest.raises(ValueError, match="not loaded"):
+        get_method("pgd").sample_weights(np.array([0, 1]), ctx([(0, 1)]))
+
+
+def test_every_method_declares_kind_parameter_and_scopes():
+    for name in list_methods():
+        m = get_method(name)
+        assert m.kind in ("baseline", "fine-tuning", "post-hoc") and m.description
+        if m.param is not None:
+            assert m.param.low <= m.param.default <= m.param.high and m.param.grid
+            assert all(m.param.low <= r <= m.param.high for r in m.param.grid)
+            choices = m.param.choices()
+            assert choices[0] == m.param.high and min(choices) == pytest.approx(m.param.low)
+        for scope in SCOPES:
+            reason = m.scope_reason(scope)
+            assert reason is None or isinstance(reason, str) and reason
+    assert get_method("w-bn").scope_reason("head") and get_method("w-bn").scope_reason("all") is None
+    assert get_method("w-os").param.scale == "log" and get_method("w-os").deterministic
+    assert not get_method("w-loss").deterministic
+    with pytest.raises(ValueError, match="rho must be in"):
+        get_method("w-aug").param.validate(1.5)
+
+
+def test_post_hoc_methods_apply_to_cached_outputs():
+    probs = np.array([[0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    preds = probs.argmax(1)
+    c = TargetContext(((0, 1),), 0.5, 3)
+    assert get_method("orig").apply(probs, preds, c).tolist() == preds.tolist()
+    # w-os: sample 0 is predicted 0 (a target class): 0.25 / 0.2 / 0.1 -> stays 0; rho 0.1: 0.05, 0.04 < 0.1 -> 2
+    assert get_method("w-os").apply(probs, preds, c).tolist() == [0, 2]
+    assert get_method("w-os").apply(probs, preds, TargetContext(((0, 1),), 0.1, 3)).tolist() == [2, 2]
 
 
 # ---- w-aug ------------------------------------------------------------------------------
