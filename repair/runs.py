@@ -87,9 +87,11 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
         ws.store.add_metric(job["id"], epoch=1, step=1, accuracy=final["accuracy"],
                             target_error=final["target_error"], extra={"confusion": final["confusion"]})
     else:
-        rep.phase(f"{method.name}: fine-tuning ({config.scope} scope)", share=(0.1, 1.0))
+        rep.phase(f"{method.name}: preparing the data ({config.scope} scope)", share=(0.05, 0.1))
 
         def on_step(step, total, loss):
+            if step == 1:  # the ETA counts training steps only, not the preparation
+                rep.phase(f"{method.name}: fine-tuning ({config.scope} scope)", share=(0.1, 1.0))
             rep.step_loss(step / max(total, 1) * config.epochs, step, loss)
             rep.progress(step, total, f"step {step}/{total}, loss {loss:.4f}")
             rep.check()

@@ -96,7 +96,7 @@ def targets_editor(ws, default: Target | None, *, key: str, source: str) -> Targ
     shared = ui.get_target(ws)
     seed = (shared or default)
     seen_key = f"_{key}_seen"
-    if seed is not None and st.session_state.get(seen_key) != seed.text:
+    if seed is not None and (st.session_state.get(seen_key) != seed.text or key not in st.session_state):
         st.session_state[seen_key] = seed.text
         st.session_state[key] = seed.text
     text = st.text_input("Targets", key=key, help='"A,B" (pair), "A,B;C,D" (several pairs) or "P,N,C" '

@@ -110,8 +110,7 @@ def test_segmentation_model_from_user_weights(tiny_workspace):
     import torch
     import torchvision
 
-    from diagnostics.associations import workspace_shares
-    from diagnostics.gradcam import workspace_gradcam
+    from diagnostics.run_gradcam import workspace_gradcam, workspace_shares
     from diagnostics.mask_sources import SegmentationMasks
     from workspace.core import open_workspace
 

@@ -5,6 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
+from tests.pages.helpers import seeded, ws_state
 from diagnostics.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
@@ -46,8 +47,8 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     at.slider(key="conf_gallery_n").set_value(4).run()
     assert len(at.get("image")) == 2 * 4
     at.button(key="conf_use_target").click().run()
-    assert at.session_state[ui.TARGETS] == {"kind": "confusion", "targets": [["disk", "oval"]]}
-    assert at.session_state[ui.TARGETS_SOURCE] == "confusion page"
+    assert ws_state(at)[ui.TARGET] == {"kind": "confusion", "targets": [["disk", "oval"]]}
+    assert ws_state(at)[ui.TARGET_SOURCE] == "confusion page"
     at.selectbox(key="conf_pair").set_value(1).run()
     at.radio(key="conf_show").set_value("counts").run()
     assert not at.exception
@@ -77,15 +78,15 @@ def test_triplets_page_and_bias_target(demo_ws, demo_eval):
     assert float(table["cd"].iloc[0]) == pytest.approx(pairs.conf[0], abs=0.01)
     at.selectbox(key="tri_pick").set_value(top3.index(planted)).run()
     at.button(key="tri_use_target").click().run()
-    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [planted]}
+    assert ws_state(at)[ui.TARGET] == {"kind": "bias", "targets": [planted]}
     at.selectbox(key="tri_anchor").set_value("ring").run()
     assert not at.exception
     assert (at.dataframe[0].value["anchor"] == "ring").all()
 
 
 def test_wos_slider_changes_the_numbers(demo_eval):
-    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]},
-                        ui.TARGETS_SOURCE: "confusion page"})
+    at = page("wos", **seeded("demo", target={"kind": "confusion", "targets": [["disk", "oval"]]},
+                              source="confusion page"))
     assert at.text_input(key="wos_targets").value == "disk,oval"
     disk, oval = demo_eval.class_names.index("disk"), demo_eval.class_names.index("oval")
     whatif = WosWhatIf(demo_eval.probs, demo_eval.labels, [(disk, oval)])
@@ -95,7 +96,7 @@ def test_wos_slider_changes_the_numbers(demo_eval):
     assert first["Target error (type1conf)"] == f"{before.target_error:.4f}"
     at.select_slider(key="wos_rho_slider").set_value(0.1).run()
     assert not at.exception
-    assert at.session_state[ui.WOS_RHO] == 0.1
+    assert ws_state(at)[ui.WOS_RHO] == 0.1
     after = metrics(at)
     assert expected.target_error < before.target_error and len(expected.changed) > 0
     assert after["Accuracy"] == f"{expected.accuracy:.2%}"
@@ -114,12 +115,12 @@ def test_wos_slider_changes_the_numbers(demo_eval):
 
 
 def test_wos_rho_from_elsewhere_snaps_to_the_grid():
-    at = page("wos", **{ui.WOS_RHO: 0.0095})
+    at = page("wos", **seeded("demo", rho=0.0095))
     assert at.select_slider(key="wos_rho_slider").value == 0.01
 
 
 def test_wos_suggestion_button_and_bad_targets():
-    at = page("wos", **{ui.TARGETS: {"kind": "confusion", "targets": [["disk", "oval"]]}})
+    at = page("wos", **seeded("demo", target={"kind": "confusion", "targets": [["disk", "oval"]]}, source="test"))
     at.number_input(key="wos_lambda2").set_value(10.0).run()
     assert any("Suggested rho" in s.value for s in at.success)
     at.button(key="wos_use_suggested").click().run()
@@ -127,7 +128,8 @@ def test_wos_suggestion_button_and_bad_targets():
     assert rho < 1.0 and f"Suggested rho = {rho:.4g}" in at.success[0].value
     at.text_input(key="wos_targets").set_value("oval,ring,disk").run()
     assert not at.exception
-    assert at.session_state[ui.TARGETS] == {"kind": "bias", "targets": [["oval", "ring", "disk"]]}
+    assert ws_state(at)[ui.TARGET] == {"kind": "bias", "targets": [["oval", "ring", "disk"]]}
+    assert ws_state(at)[ui.TARGET_SOURCE] == "typed on the What-if page"
     assert "Target error (mean cd)" in metrics(at)
     at.text_input(key="wos_targets").set_value("disk,cow").run()
     assert any("unknown class 'cow'" in e.value for e in at.error)

@@ -4,6 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages import ui
+from tests.pages.helpers import ws_state
 from tests.conftest import REPO
 
 KEY = "triangle|grass"
@@ -67,8 +68,8 @@ def test_review_round_trip_survives_restart_and_updates(clean_review):
 
     # use as repair target: triangle with the classes whose images most often contain grass
     at2.button(key="gc_use_target").click().run()
-    targets = at2.session_state[ui.TARGETS]
-    assert targets["kind"] == "confusion" and at2.session_state[ui.TARGETS_SOURCE] == "Grad-CAM page"
+    targets = ws_state(at2)[ui.TARGET]
+    assert targets["kind"] == "confusion" and ws_state(at2)[ui.TARGET_SOURCE] == "Grad-CAM page"
     assert targets["targets"] and all(a == "triangle" and b != "triangle" for a, b in targets["targets"])
 
     # a second review of the same association updates it (one row, new verdict and note)
@@ -110,7 +111,7 @@ def test_torchscript_model_page_says_why(tiny_workspace):
 
 
 def test_interrupted_pass_offers_to_compute_again(demo_ws, demo_eval):
-    from diagnostics.gradcam import cached_gradcam
+    from diagnostics.run_gradcam import cached_gradcam
 
     if cached_gradcam(demo_ws, "train") is not None:
         pytest.skip("train Grad-CAM already cached in this session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from diagnostics import gce
+from diagnostics import gce, run_gradients
 from pages import ui
 from tests.conftest import REPO
 
@@ -58,7 +58,8 @@ def test_all_parameters_wait_for_a_click(tiny_workspace):
 
 def test_gce_source_starts_the_background_job(tiny_workspace, monkeypatch):
     started = []
-    monkeypatch.setattr(gce, "start_job", lambda ws, config=gce.GCEConfig(): started.append(ws.name) or 1)
+    monkeypatch.setattr(run_gradients, "start_gce_job",
+                        lambda ws, config=gce.GCEConfig(): started.append(ws.name) or 1)
     at = open_page(tiny_workspace)
     at.radio(key="grad_source").set_value(at.radio(key="grad_source").options[1]).run()
     assert not at.exception and not at.metric  # nothing to score until the model exists

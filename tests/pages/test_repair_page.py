@@ -5,6 +5,7 @@ import time
 from streamlit.testing.v1 import AppTest
 
 from pages import ui
+from tests.pages.helpers import seeded
 from tests.conftest import REPO
 from workspace.core import open_workspace
 
@@ -12,8 +13,10 @@ from workspace.core import open_workspace
 def page(workspace) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.session_state[ui.WORKSPACE] = str(workspace)
-    at.session_state[ui.TARGETS] = {"kind": "confusion", "targets": [["cat", "dog"]]}
-    at.session_state[ui.TARGETS_SOURCE] = "confusion page"
+    spec = str(open_workspace(workspace).spec)
+    for key, value in seeded(spec, target={"kind": "confusion", "targets": [["cat", "dog"]]},
+                             source="confusion page").items():
+        at.session_state[key] = value
     at.run()
     at.switch_page("pages/repair.py").run()
     assert not at.exception, at.exception
@@ -39,12 +42,13 @@ def test_launch_see_progress_and_cancel(tiny_workspace):
     run = ws.store.get_run(1)
     assert run["method"] == "w-aug" and run["rho"] == 0.3 and run["config"]["epochs"] == 1000
     deadline = time.time() + 90
-    while time.time() < deadline and not (run["status"] == "running" and run["progress"] > 0):
+    while time.time() < deadline and not (run["status"] == "running" and run["progress"] > 0.1
+                                          and run["eta"] is not None):
         time.sleep(0.3)
         run = ws.store.get_run(1)
     at.run()
     texts = [p.proto.text for p in at.get("progress")]
-    assert any(t.startswith("Run 1: w-aug (rho 0.3) is running") for t in texts), texts
+    assert any(t.startswith("Run 1: w-aug (rho 0.3, all scope) is running") and "ETA" in t for t in texts), texts
     at.button(key="repair_cancel_1").click().run()
     assert ws.store.get_run(1)["cancel_requested"] == 1
     while time.time() < deadline and ws.store.get_run(1)["status"] != "cancelled":
@@ -56,15 +60,18 @@ def test_launch_see_progress_and_cancel(tiny_workspace):
 
 
 def test_w_os_run_and_before_after_view(tiny_workspace):
-    from repair import jobs
+    from repair import runs
     from repair.loop import TrainConfig
+    from workspace import jobs
+    from workspace.targets import Target
 
     ws = open_workspace(tiny_workspace)
-    run_id = jobs.create_run(ws, "orig-ft", [(0, 1)], 1.0, TrainConfig(epochs=1, batch_size=4, device="cpu"))
-    assert jobs.execute_run(ws, run_id)["status"] == "done"
+    run_id = runs.create_run(ws, "orig-ft", Target(((0, 1),), ws.class_names), None,
+                             TrainConfig(epochs=1, batch_size=4, device="cpu"))
+    assert jobs.run_job(ws, run_id)["status"] == "done"
     at = page(tiny_workspace)
     at.radio(key="repair_method").set_value("w-os").run()
-    at.select_slider(key="repair_rho_wos").set_value(0.01).run()
+    at.select_slider(key="repair_rho_w-os").set_value(0.01).run()
     at.button(key="repair_launch").click().run()
     assert not at.exception, at.exception
     table = runs_table(at)

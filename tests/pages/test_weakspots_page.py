@@ -5,6 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.weakspots import build_representative_set, find_neighbours, find_pivotal_images, scan_weakspots
 from pages import ui
+from tests.pages.helpers import ws_state
 from tests.conftest import REPO
 
 TIMEOUT = 180
@@ -57,9 +58,9 @@ def test_page_matches_the_library_and_reacts_to_sliders(demo_ws, demo_rep):
     at.button(key="ws_use_target").click().run()
     assert not at.exception, at.exception
     a, b = demo_ws.planted["confused_pair"]
-    got = at.session_state[ui.TARGETS]
+    got = ws_state(at)[ui.TARGET]
     assert got["kind"] == "confusion" and sorted(got["targets"][0]) == sorted([a, b])
-    assert at.session_state[ui.TARGETS_SOURCE] == "weakspots page"
+    assert ws_state(at)[ui.TARGET_SOURCE] == "weakspots page"
 
 
 def test_note_on_a_pivotal_image_is_stored(demo_ws):
