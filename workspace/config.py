@@ -548,11 +548,15 @@ def load_config(path: str | Path) -> WorkspaceConfig:
     if not path.is_file():
         raise WorkspaceError(f"workspace file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise WorkspaceError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise WorkspaceError(f"{path} is not valid TOML: {exc}") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise WorkspaceError(f"{path}:{line}: not UTF-8 text ({exc.reason}, byte 0x{data[exc.start]:02x} "
+                             f"at offset {exc.start}); save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise WorkspaceError(f"{path} is not valid TOML: {exc}") from None
     return parse_config(raw, path.parent, source=path.resolve())
