@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,9 @@ Add object masks with `masks = "..."` under `[data]` in workspace.toml (path rel
   ("background" and "" are ignored), optional input size and `mean`/`std`. The label maps are
   computed once per split and cached.
 
-Images without annotations simply have no objects.
+Images without annotations simply have no objects. Annotations that cannot be drawn
+(a non-numeric bbox, a polygon of fewer than 3 points, an RLE that does not fit its image,
+an undeclared category or unknown image) are skipped and listed.
 """
 
 
@@ -115,25 +119,153 @@ def rasterize_annotation(ann: dict, height: int, width: int) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_whole(v, *, positive: bool = False) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (v > 0 if positive else v >= 0)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _coco_tables(doc, name: str) -> tuple[dict[int, str], dict[int, dict], list]:
+    """Categories, images by id and the raw annotation list of a COCO document.
+
+    Raises:
+        WorkspaceError: the document is not COCO-shaped (not an object, a table that is
+            not a list, a category or image entry without its required fields).
+    """
+    def bad(message: str) -> WorkspaceError:
+        return WorkspaceError(f"{name} is not a COCO instances file: {message}")
+
+    if not isinstance(doc, dict):
+        raise bad(f"the top level must be an object with images, annotations, categories, got {type(doc).__name__}")
+    for table in ("images", "categories"):
+        if table not in doc:
+            raise bad(f"no '{table}' list (needs images, annotations, categories)")
+    for table in ("images", "annotations", "categories"):
+        if table in doc and not isinstance(doc[table], list):
+            raise bad(f"'{table}' must be a list, got {type(doc[table]).__name__}")
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(doc["categories"]):
+        if not isinstance(cat, dict) or not _is_whole(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise bad(f"categories[{i}] needs an integer id and a text name, got {_short(cat)}")
+        categories[cat["id"]] = cat["name"]
+    images: dict[int, dict] = {}
+    for i, img in enumerate(doc["images"]):
+        if not isinstance(img, dict) or not _is_whole(img.get("id")):
+            raise bad(f"images[{i}] needs an integer id, got {_short(img)}")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"].strip():
+            raise bad(f"images[{i}] (id {img['id']}) needs a file_name")
+        for side in ("width", "height"):
+            if side in img and not _is_whole(img[side], positive=True):
+                raise bad(f"images[{i}] (id {img['id']}) {side} must be a positive whole number, "
+                          f"got {_short(img[side])}")
+        if img["id"] in images:
+            raise bad(f"images[{i}] repeats image id {img['id']}")
+        images[img["id"]] = img
+    return categories, images, doc.get("annotations", [])
+
+
+def _rle_problem(seg: dict, img: dict) -> str | None:
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_whole(v, positive=True) for v in size)):
+        return f"RLE size must be [height, width], got {_short(size)}"
+    h, w = size
+    if "width" in img and "height" in img and (h, w) != (img["height"], img["width"]):
+        return f"RLE size {size} does not match the image's {img['height']}x{img['width']}"
+    if isinstance(counts, str):
+        try:
+            counts = _rle_from_string(counts)
+        except (IndexError, ValueError):
+            return "RLE counts string is truncated"
+    elif not isinstance(counts, list) or not all(_is_whole(v) for v in counts):
+        return f"RLE counts must be non-negative whole numbers or a compressed string, got {_short(counts)}"
+    if any(c < 0 for c in counts):
+        return "RLE counts hold a negative run length"
+    if sum(counts) != h * w:
+        return f"RLE runs cover {sum(counts)} pixels, not {h}x{w} = {h * w}"
+    return None
+
+
+def _three_numbers(value, *, positive: bool = False) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_number, value))
+            and (not positive or min(value) > 0))
+
+
+def _annotation_problem(ann, categories: dict, images: dict) -> str | None:
+    """Why a COCO annotation cannot be drawn, or None when it is valid."""
+    if not isinstance(ann, dict):
+        return f"not an object: {_short(ann)}"
+    if "image_id" not in ann:
+        return "no image_id"
+    img = images.get(ann["image_id"]) if _is_whole(ann["image_id"]) else None
+    if img is None:
+        return f"image_id {_short(ann['image_id'])} is not among the images"
+    if ann.get("category_id") not in categories or isinstance(ann.get("category_id"), bool):
+        return f"category_id {_short(ann.get('category_id'))} is not declared in categories"
+    bbox = ann.get("bbox")
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))
+                                 and bbox[2] >= 0 and bbox[3] >= 0):
+        return f"bbox must be 4 numbers [x, y, width >= 0, height >= 0], got {_short(bbox)}"
+    seg = ann.get("segmentation")
+    if seg is None or seg == []:
+        return None if bbox is not None else "no segmentation and no bbox"
+    if isinstance(seg, dict):
+        return _rle_problem(seg, img)
+    if not isinstance(seg, list):
+        return f"segmentation must be polygons (lists of numbers) or an RLE object, got {_short(seg)}"
+    for poly in seg:
+        if not isinstance(poly, list) or not all(map(_is_number, poly)):
+            return f"polygon must be a list of numbers, got {_short(poly)}"
+        if len(poly) < 6 or len(poly) % 2:
+            return f"polygon needs an even count of at least 6 numbers (3 points), got {len(poly)}"
+    return None
+
+
 class CocoMasks:
-    """Masks from a COCO-style instance annotation file, matched to one split's images."""
+    """Masks from a COCO-style instance annotation file, matched to one split's images.
+
+    The file is validated once: a document that is not COCO-shaped raises; each bad
+    annotation (non-numeric bbox, polygons that are not lists of >= 6 numbers, an RLE
+    whose size or run lengths do not fit its image, an undeclared category, a missing or
+    unknown ``image_id``) is skipped and described in :attr:`problems`, summarised in
+    :attr:`warnings` so the page and the CLI can say why some objects are missing.
+
+    Attributes:
+        problems: one line per skipped annotation, ``annotations[i] (id N): reason``.
+        warnings: at most one line summarising ``problems`` (count and the first few).
+        matched: how many of the split's images have an entry in the file.
+    """
 
     def __init__(self, path: Path, split):
         self.path = Path(path)
         self.split = split
         try:
-            doc = json.loads(self.path.read_text())
-            categories = {int(c["id"]): str(c["name"]) for c in doc["categories"]}
-            images = doc["images"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
             raise WorkspaceError(f"{self.path.name} is not a COCO instances file "
                                  f"(needs images, annotations, categories): {exc}") from None
+        categories, images, annotations = _coco_tables(doc, self.path.name)
         self.categories = categories
-        by_name = {str(img["file_name"]).replace("\\", "/").lstrip("./"): img for img in images}
+        by_name = {img["file_name"].replace("\\", "/").lstrip("./"): img for img in images.values()}
         anns: dict[int, list[dict]] = {}
-        for ann in doc.get("annotations", []):
-            if int(ann.get("category_id", -1)) in categories:
-                anns.setdefault(int(ann["image_id"]), []).append(ann)
+        self.problems: list[str] = []
+        for i, ann in enumerate(annotations):
+            problem = _annotation_problem(ann, categories, images)
+            if problem is None:
+                anns.setdefault(ann["image_id"], []).append(ann)
+            else:
+                ann_id = ann.get("id") if isinstance(ann, dict) else None
+                self.problems.append(f"annotations[{i}]{f' (id {ann_id})' if ann_id is not None else ''}: {problem}")
+        self.warnings: list[str] = []
+        if self.problems:
+            self.warnings.append(f"{self.path.name}: {len(self.problems)} of {len(annotations)} annotations "
+                                 f"skipped: {'; '.join(self.problems[:3])}{'; ...' if len(self.problems) > 3 else ''}")
         self._image = []  # per split position: the COCO image entry or None
         for sid in split.ids:
             self._image.append(next((by_name[s] for s in _rel_suffixes(sid) if s in by_name), None))
@@ -151,12 +283,12 @@ class CocoMasks:
         if img is None:
             return {}
         if img.get("width") and img.get("height"):
-            width, height = int(img["width"]), int(img["height"])
+            width, height = img["width"], img["height"]
         else:
             width, height = self.split.load(index).size
         out: dict[str, np.ndarray] = {}
-        for ann in self._anns.get(int(img["id"]), []):
-            name = self.categories[int(ann["category_id"])]
+        for ann in self._anns.get(img["id"], []):
+            name = self.categories[ann["category_id"]]
             mask = rasterize_annotation(ann, height, width)
             out[name] = out[name] | mask if name in out else mask
         return out
@@ -171,7 +303,19 @@ class MaskFolder:
 
     LABEL_FILES = ("labels.json", "label_map.json")
 
-    def __init__(self, folder: Path, split, *, split_name: str, split_root: Path):
+    def __init__(self, folder: Path, split, *, split_name: str, split_root: Path, confine_to: Path | None = None):
+        """
+        Args:
+            folder: the mask folder.
+            split: the image split the masks belong to.
+            split_name: "train"/"eval", one of the layouts' folder names.
+            split_root: the split's folder (or CSV file), for paths inside the split.
+            confine_to: every mask PNG (symlinks followed) must lie inside this folder;
+                None allows any location.
+
+        Raises:
+            WorkspaceError: no or malformed labels.json, a mask symlinked outside ``confine_to``.
+        """
         self.folder = Path(folder)
         self.split = split
         label_file = next((self.folder / n for n in self.LABEL_FILES if (self.folder / n).is_file()), None)
@@ -179,11 +323,19 @@ class MaskFolder:
             raise WorkspaceError(f"mask folder {self.folder} needs labels.json mapping pixel values "
                                  'to object names, e.g. {"1": "grass", "2": "sky"}')
         try:
-            self.names = {int(k): str(v) for k, v in json.loads(label_file.read_text()).items() if int(k) != 0}
-        except (ValueError, AttributeError) as exc:
+            self.names = {int(k): str(v) for k, v in json.loads(label_file.read_text(encoding="utf-8")).items()
+                          if int(k) != 0}
+        except (OSError, ValueError, AttributeError) as exc:
             raise WorkspaceError(f"{label_file.name} must map integer pixel values to names: {exc}") from None
         pngs = {p.relative_to(self.folder).with_suffix("").as_posix(): p
                 for p in self.folder.rglob("*.png")}
+        if confine_to is not None:
+            real_root = os.path.realpath(confine_to)
+            for p in pngs.values():
+                real = os.path.realpath(p)
+                if p.is_symlink() and not (real + os.sep).startswith(real_root.rstrip(os.sep) + os.sep):
+                    raise WorkspaceError(f"mask {p} is a symlink to {real}, outside the workspace folder "
+                                         f"{confine_to}; move it inside or set allow_outside = true in workspace.toml")
         root = Path(split_root)
         root = root.parent if root.is_file() else root
         self._files: list[Path | None] = []
@@ -246,9 +398,15 @@ class SegmentationMasks:
 
         self.spec_path, self.split = Path(spec_path), split
         self.cache_dir, self.split_name = Path(cache_dir), split_name
-        doc = json.loads(self.spec_path.read_text())
+        doc = json.loads(self.spec_path.read_text(encoding="utf-8"))
         arch, labels = doc.get("segmentation_model"), doc.get("labels")
-        if not isinstance(labels, list) or not labels:
+        for key, ok, want in (("resize", _is_whole(doc.get("resize", 520), positive=True), "a positive whole number"),
+                              ("mean", _three_numbers(doc.get("mean", (0, 0, 0))), "3 numbers"),
+                              ("std", _three_numbers(doc.get("std", (1, 1, 1)), positive=True), "3 numbers > 0"),
+                              ("weights", isinstance(doc.get("weights", ""), str), "a path in quotes")):
+            if not ok:
+                raise WorkspaceError(f"{self.spec_path.name}: {key} must be {want}, got {_short(doc.get(key))}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
             raise WorkspaceError(f"{self.spec_path.name} needs labels: one object name per output channel")
         if not doc.get("weights"):
             raise WorkspaceError(f"{self.spec_path.name} needs weights: the segmentation model's weights file "
@@ -365,7 +523,8 @@ def load_masks(ws, split: str):
         return CocoMasks(path, data)
     if path.is_dir():
         split_root = getattr(ws.config.data, split)
-        return MaskFolder(path, data, split_name=split, split_root=split_root)
+        return MaskFolder(path, data, split_name=split, split_root=split_root,
+                          confine_to=getattr(ws.config.data, "confine_to", None))
     raise WorkspaceError(f"[data] masks = {path} is neither a COCO .json file nor a mask folder")
 
 
