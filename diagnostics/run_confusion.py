@@ -20,7 +20,7 @@ from diagnostics.confusion import (
     rank_confused_pairs,
 )
 from diagnostics.registry import Diagnostic, register_diagnostic
-from workspace.cli import UsageError, finite_float, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.errors import WorkspaceError
 from workspace.targets import Target
 
@@ -35,9 +35,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def workspace_outputs(args):
     """Open the workspace of a command and its outputs on ``args.split`` for ``args.version``."""
-    from workspace.core import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     ws.version(args.version)  # an unknown version -> WorkspaceError naming the valid ones
     with tqdm_progress(f"{args.version} on {args.split}") as progress:
         out = ws.outputs(args.split, args.version, progress=progress)

@@ -10,6 +10,7 @@ data, transform), the Grad-CAM layer, the explained class and, for shares, the m
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from diagnostics.mask_sources import MASKS_HELP, load_masks, masks_fingerprint
 from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace.artifacts import content_key
 from workspace.cache import Progress
-from workspace.cli import UsageError, finite_float, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.errors import WorkspaceError
 
 GRADCAM_FORMAT = 2
@@ -100,17 +101,18 @@ def _args(p) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from workspace.core import open_workspace
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.top < 0:
         raise UsageError(f"--top must be >= 0, got {args.top}")
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     ws.version(args.version)
     masks = load_masks(ws, args.split)
     if masks is None:
         raise WorkspaceError("this workspace has no object masks. " + " ".join(MASKS_HELP.split()))
+    for warning in getattr(masks, "warnings", []) or []:
+        print(f"warning: {warning}", file=sys.stderr)
     with tqdm_progress("inference") as progress:
         outputs = ws.outputs(args.split, args.version, progress=progress)
     with tqdm_progress("grad-cam") as progress:

@@ -32,7 +32,7 @@ from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import InferenceOutputs, Progress, make_loader, run_inference
-from workspace.cli import UsageError, finite_float, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.errors import WorkspaceError
 
 SCORES_FORMAT = 5  # bump when a formula changes: invalidates stored score tables
@@ -303,7 +303,6 @@ def _gradients_args(p) -> None:
 
 
 def run_gradients(args: argparse.Namespace) -> dict:
-    from workspace.core import open_workspace
 
     out = Path(args.out)
     if out.exists():
@@ -314,7 +313,7 @@ def run_gradients(args: argparse.Namespace) -> dict:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     if args.lam < 0:
         raise UsageError(f"--lam must be >= 0, got {args.lam}")
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     ws.version(args.version)
     with tqdm_progress("gradients") as progress:
         frame = compute_scores(ws, args.version, split=args.split, params=args.params, k=args.k, lam=args.lam,
@@ -343,12 +342,11 @@ def _gce_args(g) -> None:
 
 def run_gce(args: argparse.Namespace) -> dict:
     """Train the GCE model in this process, as a job of the job runner (so the page sees it)."""
-    from workspace.core import open_workspace
     from workspace.models import select_device
 
     config = gce.GCEConfig(q=args.q, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     config.validate()
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     job_id = jobs.create_job(ws, GCE_KIND, queue=select_device("auto").type, params={"config": vars(config)},
                              run_key=gce_key(ws, config))
     with tqdm_progress("GCE training") as progress:

@@ -27,7 +27,7 @@ from diagnostics.weakspots import (
 )
 from workspace.artifacts import content_key
 from workspace.cache import Progress
-from workspace.cli import UsageError, finite_float, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.core import ORIG
 from workspace.errors import WorkspaceError
 
@@ -85,13 +85,12 @@ def _args(p) -> None:
 
 
 def run(args) -> dict:
-    from workspace.core import open_workspace
 
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     if not 0 < args.purity <= 1:
         raise UsageError(f"--purity must lie in (0, 1], got {args.purity}")
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     ws.version(args.version)  # unknown version -> WorkspaceError with the valid ids
     outputs = []
     for split in ("train", "eval"):

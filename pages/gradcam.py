@@ -35,6 +35,8 @@ try:
 except WorkspaceError as exc:
     st.error(f"Cannot read the object masks: {exc}")
     st.stop()
+for warning in getattr(masks, "warnings", []) or []:
+    st.warning(warning)
 if masks is None:
     st.info("This workspace has no object masks, so associations cannot be measured.\n\n" + MASKS_HELP)
     st.stop()

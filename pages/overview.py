@@ -15,6 +15,8 @@ st.caption(f"{ws.task.replace('_', '-')} · {ws.num_classes} classes · workspac
 
 if ws.weights_summary:
     st.caption(f"Weights: {ws.weights_summary}.")
+for warning in ws.warnings():
+    st.warning(warning)
 out = ui.outputs(ws, "eval", version)
 cols = st.columns(4)
 cols[0].metric("Eval accuracy", f"{out.accuracy:.2%}")

@@ -41,7 +41,8 @@ def default_workspace() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_workspace(spec: str, generation: int) -> Workspace:
-    return open_workspace(spec)
+    # "Reload workspace" bumps the generation: list every data folder again (no listing cache)
+    return open_workspace(spec, recheck=generation > 0)
 
 
 def _generation() -> int:

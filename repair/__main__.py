@@ -14,8 +14,9 @@ from repair import runs
 from repair.loop import SCHEDULES, TrainConfig
 from repair.methods import SCOPES, list_methods, method_table
 from workspace import jobs
-from workspace.cli import Parser, UsageError, add_workspace_argument, finite_float, print_json, run_cli
-from workspace.core import open_workspace
+from workspace.cli import (
+    Parser, UsageError, add_workspace_argument, finite_float, open_from_args, print_json, run_cli,
+)
 from workspace.targets import Target
 
 
@@ -112,7 +113,7 @@ def _run(args, ws) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     if args.command == "run":
         result = _run(args, ws)
     elif args.command == "list":

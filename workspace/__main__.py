@@ -9,8 +9,8 @@ import argparse
 import sys
 import time
 
-from workspace.cli import Parser, add_workspace_argument, print_json, run_cli, tqdm_progress
-from workspace.core import ORIG, SPLITS, open_workspace
+from workspace.cli import Parser, add_workspace_argument, open_from_args, print_json, run_cli, tqdm_progress
+from workspace.core import ORIG, SPLITS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def info(args) -> dict:
     with tqdm_progress("preparing workspace") as progress:
-        ws = open_workspace(args.workspace, progress=progress)
+        ws = open_from_args(args, progress)
     with tqdm_progress("eval inference") as progress:
         outputs = ws.outputs("eval", args.version, progress=progress)
     row = ws.version(args.version)
@@ -45,8 +45,9 @@ def info(args) -> dict:
         "task": ws.task,
         "classes": list(ws.class_names),
         "splits": {s: len(ws.split(s)) for s in SPLITS},
-        "model": {"version": row["id"], "path": row["path"]},
+        "model": {"version": row["id"], "path": row["path"], "weights": ws.weights_summary},
         "accuracy": outputs.accuracy,
+        "warnings": ws.warnings(),
         "skipped": outputs.skipped,
         "planted": ws.planted,
     }
@@ -54,7 +55,7 @@ def info(args) -> dict:
 
 def cache(args) -> dict:
     with tqdm_progress("preparing workspace") as progress:
-        ws = open_workspace(args.workspace, progress=progress)
+        ws = open_from_args(args, progress)
     from workspace.models import select_device
 
     select_device(args.device)  # an unknown or absent device is refused even when the cache is reused
@@ -74,7 +75,7 @@ def cache(args) -> dict:
 def worker(args) -> int:
     from workspace import jobs
 
-    ws = open_workspace(args.workspace)
+    ws = open_from_args(args)
     job = jobs.run_worker(ws, args.job_id)
     return 0 if job["status"] in ("done", "cancelled") else 1
 
@@ -90,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['name']} ({result['task']}): {len(result['classes'])} classes, "
               f"train {result['splits']['train']}, eval {result['splits']['eval']}, "
               f"model {result['model']['version']}, eval accuracy {result['accuracy']:.4f}")
+        if result["model"]["weights"]:
+            print(f"weights: {result['model']['weights']}")
         for problem in result["skipped"]:
             print(f"skipped {problem['id']}: {problem['error']}")
+        for warning in result["warnings"]:
+            print(f"warning: {warning}")
     else:
         for split, r in result["splits"].items():
             how = "reused" if r["reused"] else "built"

@@ -50,6 +50,15 @@ def finite_float(text: str) -> float:
 def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", "-w", required=True,
                         help="'demo', 'demo-digits[:bias]' or a path to workspace.toml")
+    parser.add_argument("--recheck", action="store_true",
+                        help="list every data folder again (the listing cache misses images replaced in place)")
+
+
+def open_from_args(args, progress=None):
+    """The workspace named by ``--workspace`` (re-listing the data with ``--recheck``)."""
+    from workspace.core import open_workspace
+
+    return open_workspace(args.workspace, progress=progress, recheck=bool(getattr(args, "recheck", False)))
 
 
 def _default(obj):

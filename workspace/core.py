@@ -55,7 +55,7 @@ class Workspace:
 
     def __init__(self, config: WorkspaceConfig, *, state_dir: Path | None = None,
                  splits: dict[str, ImageSplit] | None = None, planted: dict | None = None,
-                 masks: dict | None = None, spec: str | None = None):
+                 masks: dict | None = None, spec: str | None = None, recheck: bool = False):
         self.config = config
         self.spec = spec or str(config.source or config.root)
         self.state_dir = Path(state_dir or config.state_dir or config.root / ".groupfix")
@@ -71,6 +71,7 @@ class Workspace:
         self._masks = masks
         self._models: dict[str, nn.Module] = {}
         self._lock = threading.Lock()
+        self._recheck = recheck
         self.weights_summary: str | None = None
         self._register_orig()
 
@@ -90,8 +91,14 @@ class Workspace:
     @property
     def splits(self) -> dict[str, ImageSplit]:
         if self._splits is None:
-            self._splits = load_splits(self.config.data, multi_label=self.multi_label)
+            cache = None if self.store.read_only else self.state_dir / "listing"
+            self._splits = load_splits(self.config.data, multi_label=self.multi_label, cache_dir=cache,
+                                       recheck=self._recheck)
         return self._splits
+
+    def warnings(self) -> list[str]:
+        """Data warnings of every split (empty class folders, duplicate CSV rows, ...)."""
+        return [w for s in self.splits.values() for w in getattr(s, "warnings", [])]
 
     def split(self, name: str) -> ImageSplit:
         if name not in SPLITS:
@@ -284,8 +291,13 @@ def remember_workspace(spec: str) -> None:
         pass  # the recent list is a convenience; never fail a load over it
 
 
-def open_workspace(spec: str | Path, *, progress: Progress | None = None) -> Workspace:
+def open_workspace(spec: str | Path, *, progress: Progress | None = None, recheck: bool = False) -> Workspace:
     """Open a workspace by name (``demo``, ``demo-digits[:bias]``) or workspace-file path.
+
+    Args:
+        recheck: list every data folder again instead of trusting the listing cache (which is
+            checked by folder modification times, so an image replaced in place is only seen
+            after a recheck).
 
     Raises:
         WorkspaceError: anything wrong with the file, the model or the data, in one line.
@@ -295,7 +307,7 @@ def open_workspace(spec: str | Path, *, progress: Progress | None = None) -> Wor
         from workspace.demo_workspace import open_demo
 
         return open_demo(spec, progress=progress)
-    ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()))
+    ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()), recheck=recheck)
     ws.load_model(ORIG)  # fail now, with the reason, rather than on the first page
     return ws
 
