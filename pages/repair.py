@@ -41,10 +41,12 @@ if st.button("Launch", key="repair_launch", type="primary", disabled=not row["av
     try:
         run_id = runs.submit(ws, method, target, rho, config, parent=parent)
         kind = "started" if get_method(method).finetunes else "computed"
-        st.success(f"Run {run_id} {kind} ({method}, rho {rho if rho is not None else '-'}, {scope} scope, "
-                   f"from {parent}).")
+        # kept across the rerun a finished run triggers below
+        st.session_state["_repair_flash"] = (f"Run {run_id} {kind} ({method}, rho {rho if rho is not None else '-'}, "
+                                             f"{scope} scope, from {parent}).")
     except ValueError as exc:
         st.error(f"Cannot launch: {exc}")
+flash = st.empty()  # filled after the live view, which reruns the page when a run has just finished
 
 
 @st.fragment(run_every=2.0)
@@ -68,6 +70,8 @@ def live() -> None:
 
 
 live()
+if st.session_state.get("_repair_flash"):
+    flash.success(st.session_state.pop("_repair_flash"))
 
 all_runs = runs.list_runs(ws)
 frame = runs_frame(all_runs)
