@@ -25,8 +25,11 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from repair.methods import baseline_methods
 from repair.stats import a12_letter, compare_groups, rank_trade_off
 from workspace.errors import WorkspaceError
+
+ORIGINAL, BASELINE = baseline_methods()  # the untouched model and plain fine-tuning, from the registry
 
 #: The paper's grid (section 4.4).
 DEFAULT_RHOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -165,7 +168,7 @@ def _check_metrics(frame: pd.DataFrame, what: str) -> None:
         raise WorkspaceError(f"the {what} have accuracy or target error values that are not finite numbers")
 
 
-def select_rhos(grid: pd.DataFrame, *, original: str = "orig", baseline: str = "orig-ft",
+def select_rhos(grid: pd.DataFrame, *, original: str = ORIGINAL, baseline: str = BASELINE,
                 lambda1: float = 0.25) -> pd.DataFrame:
     """Pick each method's rho(s) from the grid as the WR paper does (section 4.4, Appendix A).
 
@@ -324,8 +327,8 @@ def _compare_to_baseline(row: dict, acc: np.ndarray, err: np.ndarray, base_acc: 
     return parts + [f"accuracy unchanged, p = {format_p(ac.p_value)}"]
 
 
-def build_table(runs: pd.DataFrame, *, deterministic: Iterable[str] = (), baseline: str = "orig-ft",
-                original: str = "orig", selected=None, alpha: float = 0.05, screen_alpha: float = 0.10,
+def build_table(runs: pd.DataFrame, *, deterministic: Iterable[str] = (), baseline: str = BASELINE,
+                original: str = ORIGINAL, selected=None, alpha: float = 0.05, screen_alpha: float = 0.10,
                 lambda1: float = 0.25, lambda2: float = 0.01, rank_decimals: int | None = 4) -> pd.DataFrame:
     """The result table of a sweep in the layout of the WR paper's Table 2 (sections 4.3, 5).
 
