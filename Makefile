@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m workspace info --workspace $(WORKSPACE)
-	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) -- --workspace $(WORKSPACE)
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.fileWatcherType none -- --workspace $(WORKSPACE)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
