@@ -5,12 +5,15 @@ Owns the sidebar (workspace picker, model version) and routes to the pages.
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import streamlit as st
 
 from pages import ui
+from workspace.cli import crash_log
 from workspace.core import recent_workspaces
+from workspace.errors import WorkspaceError
 
 st.set_page_config(page_title="Groupfix: group-level errors of image classifiers", layout="wide")
 
@@ -54,17 +57,33 @@ def sidebar() -> None:
                     del st.query_params[key]
             st.query_params["workspace"] = picked
             st.rerun()
-        ws = ui.workspace()
+    ws = ui.workspace()  # on failure: the reason in the main area, and the page stops here
+    with st.sidebar:
         versions = [v["id"] for v in ws.versions()]
         if st.session_state.get(ui.VERSION) not in versions:
             st.session_state[ui.VERSION] = ui.current_version(ws)
         st.selectbox("Model version", versions, key=ui.VERSION,
                      help="Every repaired model is a new version; the loaded file is never modified")
-        if st.button("Reload workspace", key="ws_reload", help="Read the workspace file and data again"):
+        if st.button("Reload workspace", key="ws_reload",
+                     help="Read the workspace file again and list every data folder again"):
             ui.reload_workspace()
             st.rerun()
 
 
+def run_page(page) -> None:
+    """The page's error boundary: a bad input is one clear message in the main area, and an
+    unexpected failure is reported as a bug with the log file that holds its traceback."""
+    try:
+        page.run()
+    except WorkspaceError as exc:
+        st.error(f"**{exc}**")
+        st.info("Fix the input the message names, then rerun the page (or press Reload workspace).")
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback in the page
+        path = crash_log(traceback.format_exc())
+        st.error(f"Unexpected failure (a bug in Groupfix): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        st.caption(f"The traceback is in `{path}`." if path else "The traceback could not be written.")
+
+
 page = st.navigation(PAGES)  # first: it also takes Streamlit out of its legacy pages/ mode
 sidebar()
-page.run()
+run_page(page)

@@ -97,6 +97,9 @@ def workspace() -> Workspace:
             ws = _load_workspace(spec, _generation())
     except WorkspaceError as exc:
         workspace_error(spec, exc)
+        if st.sidebar.button("Reload workspace", key="ws_reload_failed", help="Read the workspace file again"):
+            reload_workspace()
+            st.rerun()
         st.stop()
     remember_workspace(spec)
     _sync_url(ws)
