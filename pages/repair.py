@@ -39,7 +39,7 @@ W.estimate(ws, method, target, rho, config, parent)
 
 if st.button("Launch", key="repair_launch", type="primary", disabled=not row["available"]):
     try:
-        run_id = runs.submit(ws, method, target, rho, config, parent=parent)
+        run_id = runs.submit(ws, method, target, rho, config, parent=parent, nproc=W.processes(scope))
         kind = "started" if get_method(method).finetunes else "computed"
         # kept across the rerun a finished run triggers below
         st.session_state["_repair_flash"] = (f"Run {run_id} {kind} ({method}, rho {rho if rho is not None else '-'}, "

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-augment", action="store_true", help="train on un-augmented images")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     run.add_argument("--parent", default="orig", help="model version to start from")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="data-parallel fine-tuning over N processes (torchrun; one per GPU, or CPU processes)")
     run.add_argument("--background", action="store_true", help="start a worker process and return")
     run.add_argument("--json", action="store_true")
     for name, helptext in (("list", "list runs"), ("methods", "list methods and applicability")):
@@ -79,12 +81,17 @@ def _run(args, ws) -> dict:
         target = Target.parse(args.targets, ws.class_names)
         config = _config(args, ws)
         select_device(config.device)
+        if args.nproc < 1 or (args.nproc > 1 and config.scope == "head"):
+            raise ValueError("--nproc must be >= 1, and 1 at the head scope (it trains in seconds)")
+        if args.nproc > 1 and config.batch_size % args.nproc:
+            raise ValueError(f"--batch-size {config.batch_size} must be divisible by --nproc {args.nproc}")
         run_id = runs.create_run(ws, args.method, target, args.rho, config, parent=args.parent)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.background:
-        jobs.start_worker(ws, run_id)
-        return {"run_id": run_id, "status": "queued", "method": args.method}
+    if args.background or args.nproc > 1:
+        jobs.start_worker(ws, run_id, nproc=args.nproc)
+        if args.background:
+            return {"run_id": run_id, "status": "queued", "method": args.method}
     from tqdm import tqdm
 
     bar = {"tqdm": None, "phase": None}
@@ -104,7 +111,10 @@ def _run(args, ws) -> dict:
         (tqdm.write if bar["tqdm"] is not None else print)(line, file=sys.stderr)
 
     try:
-        jobs.run_foreground(ws, run_id, echo=echo, on_progress=on_progress)
+        if args.nproc > 1:
+            jobs.follow(ws, run_id, on_progress=on_progress)
+        else:
+            jobs.run_foreground(ws, run_id, echo=echo, on_progress=on_progress)
     finally:
         if bar["tqdm"] is not None:
             bar["tqdm"].close()

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from diagnostics.confusion import confusion_counts, error_matrix, target_error
+from repair import distributed
 from repair.methods import SCOPES, Method, TargetContext, in_classes
 from repair.wbn import weighted_bn
 from workspace.cache import InferenceOutputs, decide, make_loader, run_inference, to_probs
@@ -170,19 +171,34 @@ class _ImageSource:
 
 
 def evaluate(ws, model, device, *, progress=None, tap=None) -> InferenceOutputs:
-    """Outputs of ``model`` on the eval split (decoded tensors when available)."""
+    """Outputs of ``model`` on the eval split (decoded tensors when available).
+
+    With several processes each scores its shard and the shards are gathered, so every rank
+    returns the outputs of the whole split.
+    """
     data = ws.split("eval")
+    model = distributed.unwrap(model)
     model.eval()
     pixels = decoded(ws, "eval")
     t = ws.config.transform
+    rows = distributed.shard(np.arange(len(data)))
     if pixels is not None:
-        loader = TensorBatches(pixels, np.arange(pixels.n), batch_size=256, mean=t.mean, std=t.std)
+        loader = TensorBatches(pixels, rows, batch_size=256, mean=t.mean, std=t.std)
     else:
-        loader = make_loader(ws.dataset("eval"), batch_size=256)
+        loader = make_loader(ws.dataset("eval", indices=rows), batch_size=256)
     out = run_inference(model, loader, tap=tap or ws.embedding_tap(model), labels=data.labels,
                         class_names=data.class_names, task=ws.task, threshold=ws.config.threshold,
                         device=device, progress=progress)
     out.split = "eval"
+    if distributed.active():
+        parts = distributed.gather_outputs([out])
+        cat = (lambda name: None if getattr(parts[0], name) is None
+               else np.concatenate([getattr(p, name) for p in parts]))
+        order = np.argsort(cat("indices"), kind="stable")
+        out = InferenceOutputs(**{name: (None if cat(name) is None else cat(name)[order])
+                                  for name in ("logits", "probs", "preds", "labels", "embeddings", "indices")},
+                               class_names=out.class_names, task=out.task, threshold=out.threshold, split="eval",
+                               skipped=[s for p in parts for s in p.skipped])
     return out
 
 
@@ -245,7 +261,9 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
     if reason:
         raise ValueError(reason)
     generator = seed_everything(config.seed)
-    device = select_device(config.device)
+    device = distributed.init(select_device(config.device))
+    if distributed.world_size() > 1 and config.scope == "head":
+        raise ValueError("the head scope trains in seconds in one process; run it without --nproc")
     threads = set_threads(device)
     history: list[dict] = []
     state = {"outputs": None}
@@ -258,6 +276,8 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
         if on_eval:
             on_eval(metric)
 
+    if should_stop is not None and distributed.world_size() > 1:
+        should_stop = distributed.agreed(should_stop)  # every rank stops at the same step
     runner = _finetune_head if config.scope == "head" else _finetune_images
     model = runner(ws, method, ctx, config, parent=parent, device=device, generator=generator,
                    record=None if probe else record, on_step=on_step, should_stop=should_stop, log=log,
@@ -284,58 +304,76 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
     indices = _train_indices(ws, config)
     weights = method.sample_weights(labels_all, ctx)
     source = _ImageSource(ws, config, device, progress=progress, should_stop=should_stop)
-    drop_last = len(indices) > config.batch_size
-    steps_per_epoch = (len(indices) // config.batch_size) if drop_last else 1
+    world = distributed.world_size()
+    batch = distributed.per_rank_batch(config.batch_size)  # the global batch is split over the ranks
+    per_rank = len(indices) // world
+    drop_last = per_rank > batch
+    steps_per_epoch = (per_rank // batch) if drop_last else 1
     extra = None
     extra_classes = method.extra_batch_classes(ctx)
     if extra_classes is not None:
         extra_idx = indices[in_classes(labels_all[indices], extra_classes, ctx.multi_label)]
-        if len(extra_idx) < 2:
-            raise ValueError("the train split has fewer than 2 samples of the target classes")
+        if len(extra_idx) < 2 * world:
+            raise ValueError("the train split has fewer than 2 samples of the target classes per process")
         extra_gen = torch.Generator().manual_seed(config.seed + 1)
 
         def extra_batches():
             while True:
-                yield from source.batches(_draw(extra_idx, None, extra_gen), extra_gen,
-                                          batch_size=config.batch_size, drop_last=len(extra_idx) > config.batch_size)
+                order = _draw(extra_idx, None, extra_gen)
+                yield from source.batches(distributed.shard(order[:len(order) - len(order) % world]), extra_gen,
+                                          batch_size=batch, drop_last=len(extra_idx) // world > batch)
         extra = extra_batches()
     total = steps_per_epoch * config.epochs if config.max_steps is None else min(
         steps_per_epoch * config.epochs, config.max_steps)
     optimizer, schedule = _optimizer(trainable, config, total)
     every = config.eval_every_steps or (steps_per_epoch // 4 if steps_per_epoch >= 400 else 0)
-    log(f"{method.name}: {config.epochs} epochs x {steps_per_epoch} steps on {device} ({threads} threads), "
-        f"scope {config.scope}, rho={ctx.rho}, lr={config.lr}, batch={config.batch_size}, seed={config.seed}, "
+    # w-bn mixes its own BatchNorm statistics per rank: rank 0's must not overwrite them every step
+    net = distributed.wrap(model, device, broadcast_buffers=extra is None)
+    log(f"{method.name}: {config.epochs} epochs x {steps_per_epoch} steps on {device} ({threads} threads"
+        + (f", {world} processes" if world > 1 else "") + f"), scope {config.scope}, rho={ctx.rho}, lr={config.lr}, "
+        f"batch={config.batch_size}, seed={config.seed}, "
         f"images {'decoded once' if source.pixels is not None else 'decoded per batch'}")
 
     def batches(epoch):
-        return source.batches(_draw(indices, weights, generator), generator, batch_size=config.batch_size,
-                              drop_last=drop_last)
+        if world > 1 and weights is None:  # the usual DistributedSampler: shared seed, set_epoch, a slice per rank
+            sampler = torch.utils.data.DistributedSampler(range(len(indices)), num_replicas=world,
+                                                          rank=distributed.rank(), shuffle=True, seed=config.seed,
+                                                          drop_last=True)
+            sampler.set_epoch(epoch)
+            order = indices[np.fromiter(sampler, dtype=np.int64)]
+        else:  # a weighted draw (w-aug, pgd) is drawn globally with the shared seed, then sliced per rank
+            order = _draw(indices, weights, generator)
+            order = distributed.shard(order[:len(order) - len(order) % world])
+        return source.batches(order, generator, batch_size=batch, drop_last=drop_last)
 
-    def loss_fn(batch):
-        x, index, ok = batch
+    def loss_fn(batch_):
+        x, index, ok = batch_
         ok = ok.bool()
         x, index = x[ok.to(x.device)], index[ok]
         if len(index) == 0:
             return None, 0
         x, y = x.to(device, non_blocking=True), _labels(ws, index, device)
         n = len(x)
+        emb = None
         if extra is not None:
             xt, _, okt = next(extra)
             x = torch.cat([x, xt[okt.bool().to(xt.device)].to(device, non_blocking=True)])
             with weighted_bn(model, n):
-                logits = model(x)[:n]  # only the regular batch's loss (WR Figure 6)
-            emb = None
+                logits = net(x)[:n]  # only the regular batch's loss (WR Figure 6)
         elif tap is not None:
-            logits, emb = tap.forward(x)
+            with tap.attached():
+                logits = net(x)
+            emb = tap.value
         else:
-            logits, emb = model(x), None
+            logits = net(x)
         return method.loss(logits.float(), y, None if emb is None else emb.float(), ctx), n
 
     def on_eval(epoch, step, loss):
+        distributed.average_batchnorm_statistics(model)
         if record is not None:
             record(epoch, step, loss, evaluate(ws, model, device))
 
-    fit(model, batches, loss_fn, optimizer, epochs=config.epochs, steps_per_epoch=steps_per_epoch, device=device,
+    fit(net, batches, loss_fn, optimizer, epochs=config.epochs, steps_per_epoch=steps_per_epoch, device=device,
         scheduler=schedule, max_steps=config.max_steps, eval_every=every, set_train_mode=set_mode,
         on_step=on_step, on_eval=on_eval, should_stop=should_stop)
     for p in model.parameters():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repair import distributed
 from repair.loop import TrainConfig, eval_metrics, finetune, head_train_outputs
 from repair.methods import TargetContext, get_method
 from workspace import jobs
@@ -45,13 +46,19 @@ def create_run(ws, method: str, target: Target, rho: float | None, config: Train
                            run_key=run_key)
 
 
-def submit(ws, method: str, target: Target, rho: float | None, config: TrainConfig, *, parent: str = ORIG) -> int:
-    """Create a run and start its worker process (post-hoc runs are executed at once, here)."""
+def submit(ws, method: str, target: Target, rho: float | None, config: TrainConfig, *, parent: str = ORIG,
+           nproc: int = 1) -> int:
+    """Create a run and start its worker process (post-hoc runs are executed at once, here).
+
+    ``nproc`` > 1: data-parallel fine-tuning over that many processes (one per GPU).
+    """
+    if nproc > 1 and config.scope == "head":
+        raise ValueError("the head scope trains in seconds in one process; use nproc 1")
     run_id = create_run(ws, method, target, rho, config, parent=parent)
     if get_method(method).post_hoc:
         jobs.run_job(ws, run_id)
     else:
-        jobs.start_worker(ws, run_id)
+        jobs.start_worker(ws, run_id, nproc=nproc)
     return run_id
 
 
@@ -71,9 +78,11 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     rep.phase(f"baseline: evaluating {parent} on eval", share=(0.0, 0.05))
     base_outputs = ws.outputs("eval", parent, progress=rep.progress)
     base = eval_metrics(base_outputs, ctx)
+    main = distributed.is_main()  # data-parallel ranks other than 0 write nothing
     rep.update(baseline=_summary(base))
-    ws.store.add_metric(job["id"], epoch=0, step=0, accuracy=base["accuracy"], target_error=base["target_error"],
-                        extra={"confusion": base["confusion"]})
+    if main:
+        ws.store.add_metric(job["id"], epoch=0, step=0, accuracy=base["accuracy"],
+                            target_error=base["target_error"], extra={"confusion": base["confusion"]})
     rep.phase(f"{method.name}: preparing", share=(0.05, 0.1))
     method.prepare(ws, parent, progress=rep.progress)
     version = None
@@ -98,13 +107,17 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
 
         def on_eval(metric):
             rep.flush()
-            ws.store.add_metric(job["id"], epoch=metric["epoch"], step=metric["step"], accuracy=metric["accuracy"],
-                                target_error=metric["target_error"], loss=metric["loss"],
-                                extra={"confusion": metric["confusion"]})
+            if main:
+                ws.store.add_metric(job["id"], epoch=metric["epoch"], step=metric["step"],
+                                    accuracy=metric["accuracy"], target_error=metric["target_error"],
+                                    loss=metric["loss"], extra={"confusion": metric["confusion"]})
 
         model, history, outputs = finetune(ws, method, ctx, config, parent=parent, on_step=on_step, on_eval=on_eval,
                                            should_stop=rep.should_stop, log=rep.log, progress=rep.progress)
         final = history[-1]
+        if not main:
+            distributed.shutdown()
+            return {}
         if not job.get("parent_run") or job.get("params", {}) and job["params"].get("keep_version"):
             row = ws.save_version(model, method=method.name, parent=parent, rho=ctx.rho, targets=target.to_dict(),
                                   seed=config.seed, epochs=config.epochs,
@@ -118,6 +131,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
             version = row["id"]
     if parent_sha is not None and file_sha256(Path(parent_path)) != parent_sha:
         raise RuntimeError("the parent model file changed during the run")  # must never happen
+    distributed.shutdown()
     rep.log(f"done: accuracy {final['accuracy']:.4f}, target error {final['target_error']:.4f}"
             + ("" if version is None else f", saved as {version}"))
     rep.update(final=_summary(final), model_version=version)

@@ -153,14 +153,21 @@ def log_path(ws, job_id: int) -> Path:
     return folder / f"job-{job_id}.log"
 
 
-def start_worker(ws, job_id: int) -> int:
-    """Start the worker process of a queued job; returns its pid."""
+def start_worker(ws, job_id: int, *, nproc: int = 1) -> int:
+    """Start the worker process of a queued job; returns its pid.
+
+    ``nproc`` > 1 starts ``torchrun`` with that many worker processes (data-parallel training:
+    rank 0 reports, see :func:`run_worker`); the recorded pid is torchrun's.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    worker = ["-m", "workspace", "worker", "--workspace", ws.spec, "--job-id", str(job_id)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}", *worker]
+    else:
+        cmd = [sys.executable, *worker]
     with open(log_path(ws, job_id), "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workspace", "worker", "--workspace", ws.spec, "--job-id", str(job_id)],
-            cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     ws.store.update_run(job_id, pid=proc.pid)
     return proc.pid
 
@@ -324,8 +331,8 @@ def run_job(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
     store = ws.store
     job = get_job(ws, job_id)
     rep = Reporter(store, job_id, echo=echo, on_progress=on_progress)
-    store.update_run(job_id, status="running", pid=os.getpid(), started_at=time.time(), progress=0.0,
-                     error=None)
+    claim = {"pid": os.getpid()} if "TORCHELASTIC_RUN_ID" not in os.environ else {}  # torchrun's pid stays
+    store.update_run(job_id, status="running", started_at=time.time(), progress=0.0, error=None, **claim)
     try:
         entry = _resolve(job["entry"] or _KINDS[job["kind"]].entry)
         result = entry(ws, job, rep) or {}
@@ -349,8 +356,42 @@ def run_job(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
     return get_job(ws, job_id)
 
 
+class SilentReporter(Reporter):
+    """The reporter of a data-parallel rank other than 0: it only reads the cancel flag."""
+
+    def log(self, text: str) -> None:
+        pass
+
+    def progress(self, done: int, total: int, message: str | None = None) -> None:
+        pass
+
+    def step_loss(self, epoch: float, step: int, loss: float) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        pass
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_worker(ws, job_id: int) -> dict:
-    """The worker process's body: wait for the device queue, then execute the job."""
+    """The worker process's body: wait for the device queue, then execute the job.
+
+    Under torchrun (``RANK`` set) rank 0 claims the job and writes everything; the other ranks
+    wait until it runs and execute the same entry with a :class:`SilentReporter`.
+    """
+    if _rank() != 0:
+        while get_job(ws, job_id)["status"] == "queued":
+            time.sleep(0.2)
+        job = get_job(ws, job_id)
+        if job["status"] == "running":
+            _resolve(job["entry"])(ws, job, SilentReporter(ws.store, job_id))
+        return job
     if not wait_for_turn(ws.store, job_id, on_wait=lambda ahead: ws.store.update_run(
             job_id, message=f"queued behind job(s) {', '.join(map(str, ahead))}")):
         ws.store.update_run(job_id, status="cancelled", finished_at=time.time())
@@ -366,6 +407,18 @@ def run_foreground(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
         ws.store.update_run(job_id, status="cancelled", finished_at=time.time())
         return get_job(ws, job_id)
     return run_job(ws, job_id, echo=echo, on_progress=on_progress)
+
+
+def follow(ws, job_id: int, *, on_progress=None, poll: float = 0.5) -> dict:
+    """Wait for a background job to end, reporting its progress (a CLI following its workers)."""
+    while True:
+        reap_stale_jobs(ws.store)
+        job = get_job(ws, job_id)
+        if on_progress is not None and job["status"] == "running":
+            on_progress(int(1000 * (job["progress"] or 0)), 1000, job["message"] or "", job["eta"])
+        if job["status"] not in ACTIVE:
+            return job
+        time.sleep(poll)
 
 
 def job_seconds(job: dict) -> float | None:

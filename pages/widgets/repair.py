@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+import torch
 
 from diagnostics.compare import compare_outputs
 from diagnostics.figures_confusion import comparison_heatmap
@@ -61,6 +62,10 @@ def settings(ws, method: str, scope: str):
                                   help="auto: every epoch, plus 4 times per epoch for long epochs (head: 4 per epoch)")
         paper = st.checkbox("the WR paper's schedule (SGD + Nesterov, lr x0.1 at 50 % and 75 %)",
                             key="repair_paper_schedule")
+        gpus = torch.cuda.device_count()
+        if gpus > 1 and scope != "head":
+            st.number_input(f"GPUs (data-parallel processes; this machine has {gpus})", 1, gpus, gpus,
+                            key="repair_nproc", help="DDP through torchrun: the batch is split over the GPUs")
     return rho, base.replace(epochs=int(epochs), lr=float(lr), batch_size=int(batch), weight_decay=float(wd),
                              seed=int(seed), scope=scope, train_fraction=float(fraction),
                              max_steps=int(max_steps) or None, eval_every_steps=int(every),
@@ -152,4 +157,9 @@ def before_after(ws, run: dict, target: Target | None) -> None:
         ui.thumbnails(ws, "eval", shown, caps, columns=8, width=72)
 
 
-__all__ = ["ACTIVE", "targets", "settings", "estimate", "run_status", "live_curves", "before_after"]
+def processes(scope: str) -> int:
+    """The data-parallel process count picked in the settings (1 without several GPUs)."""
+    return int(st.session_state.get("repair_nproc", 1)) if scope != "head" and torch.cuda.device_count() > 1 else 1
+
+
+__all__ = ["ACTIVE", "processes", "targets", "settings", "estimate", "run_status", "live_curves", "before_after"]
