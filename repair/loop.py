@@ -264,7 +264,10 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
     device = distributed.init(select_device(config.device))
     if distributed.world_size() > 1 and config.scope == "head":
         raise ValueError("the head scope trains in seconds in one process; run it without --nproc")
-    threads = set_threads(device)
+    previous_threads = torch.get_num_threads()
+    if config.scope == "head" and device.type == "cpu":
+        torch.set_num_threads(1)  # the head's steps are tiny products: threads would only synchronise
+    threads = torch.get_num_threads() if config.scope == "head" else set_threads(device)
     history: list[dict] = []
     state = {"outputs": None}
 
@@ -279,9 +282,12 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
     if should_stop is not None and distributed.world_size() > 1:
         should_stop = distributed.agreed(should_stop)  # every rank stops at the same step
     runner = _finetune_head if config.scope == "head" else _finetune_images
-    model = runner(ws, method, ctx, config, parent=parent, device=device, generator=generator,
-                   record=None if probe else record, on_step=on_step, should_stop=should_stop, log=log,
-                   progress=progress, threads=threads)
+    try:
+        model = runner(ws, method, ctx, config, parent=parent, device=device, generator=generator,
+                       record=None if probe else record, on_step=on_step, should_stop=should_stop, log=log,
+                       progress=progress, threads=threads)
+    finally:
+        torch.set_num_threads(previous_threads)
     return model, history, state["outputs"]
 
 
