@@ -149,3 +149,28 @@ def test_figures():
     fig = looks_figure(df, centre_area=0.25, border_area=0.4375)
     assert [t.name for t in fig.data] == ["centre", "border"] and list(fig.data[1].y) == [0.1, 0.7]
     assert sorted(s.y0 for s in fig.layout.shapes) == [0.25, 0.4375]
+
+
+def test_cli_without_masks(tiny_workspace, capsys):
+    import json
+
+    from diagnostics.__main__ import main
+    from workspace.cli import run_cli
+
+    assert run_cli(main, ["gradcam-summary", "--workspace", str(tiny_workspace), "--pair", "cat,dog", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 12x12 inputs: the centre box is 6x6 pixels; the band holds pixels whose centre is within 1.5 px of
+    # an edge, i.e. the outer ring of one pixel: 144 - 10 * 10
+    assert out["centre_area"] == pytest.approx(36 / 144) and out["border_area"] == pytest.approx(44 / 144, abs=1e-6)
+    assert sum(c["n"] for c in out["classes"]) == 9  # 9 eval images, one heatmap each
+    assert all(c["centre_share"] is None or 0 <= c["centre_share"] <= 1 for c in out["classes"])
+    pair = out["pair"]
+    assert (pair["a"], pair["b"], pair["explain"]) == ("cat", "dog", "pred")
+    assert [g["group"] for g in pair["groups"]] == ["cat -> cat", "cat -> dog", "dog -> dog", "dog -> cat"]
+    assert run_cli(main, ["gradcam-summary", "--workspace", str(tiny_workspace), "--pair", "cat,dog",
+                          "--explain", "cat", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pair"]["explain"] == "cat"
+    for bad, message in ((["--pair", "cat,cow"], "--pair"), (["--pair", "cat,dog,fox"], "one pair"),
+                         (["--explain", "cow"], "valid: cat, dog, fox")):
+        assert run_cli(main, ["gradcam-summary", "--workspace", str(tiny_workspace), *bad]) == 2
+        assert message in capsys.readouterr().err
