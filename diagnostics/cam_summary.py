@@ -75,16 +75,19 @@ def mean_cams(cams: np.ndarray, groups: np.ndarray, *, n_groups: int) -> tuple[n
         raise ValueError(f"groups must have shape ({len(cams)},), got {groups.shape}")
     if len(groups) and (groups.min() < -1 or groups.max() >= n_groups):
         raise ValueError(f"group ids must be in [-1, {n_groups}), got {groups.min()}..{groups.max()}")
-    norm = normalise_cams(cams).astype(np.float64) if len(cams) else np.zeros((0, *cams.shape[1:]))
     keep = groups >= 0
-    onehot = np.eye(n_groups, dtype=np.float64)[groups[keep]]  # (R', G)
-    sums = np.einsum("rg,rhw->ghw", onehot, norm[keep])
-    counts = onehot.sum(axis=0).astype(np.int64)
-    # rows without relevance contribute zeros: average over the maps that have some
-    has = (norm[keep].sum(axis=(1, 2)) > 0).astype(np.float64) @ onehot
+    pixels = int(np.prod(cams.shape[1:]))
+    norm = normalise_cams(cams[keep]).reshape(int(keep.sum()), pixels).astype(np.float64)  # (R', h*w)
+    g = groups[keep]
+    # sums without an (R, G) one-hot: G may be 1,000 classes and R 50,000 rows
+    sums = np.zeros((n_groups, norm.shape[1]))
+    np.add.at(sums, g, norm)
+    counts = np.bincount(g, minlength=n_groups).astype(np.int64)
+    # maps without relevance are all zero: average over the maps that have some
+    has = np.bincount(g, weights=(norm.sum(axis=1) > 0).astype(np.float64), minlength=n_groups)
     means = np.full(sums.shape, np.nan)
-    means[has > 0] = sums[has > 0] / has[has > 0, None, None]
-    return means.astype(np.float32), counts
+    means[has > 0] = sums[has > 0] / has[has > 0, None]
+    return means.reshape(n_groups, *cams.shape[1:]).astype(np.float32), counts
 
 
 def region_masks(shape: tuple[int, int], *, centre: float = CENTRE, border: float = BORDER
@@ -163,18 +166,17 @@ def where_it_looks(centre_share: np.ndarray, border_share: np.ndarray, classes: 
     centre_share = np.asarray(centre_share, dtype=np.float64)
     border_share = np.asarray(border_share, dtype=np.float64)
     empty = np.isnan(centre_share) | np.isnan(border_share)
-    onehot = np.eye(k, dtype=np.float64)[classes]  # (R, K)
+    count = lambda rows: np.bincount(classes[rows], minlength=k)  # noqa: E731
 
     def mean(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = rows & ~empty
-        count = onehot[rows].sum(axis=0)
-        total = onehot[rows].T @ values[rows]
-        return np.divide(total, count, out=np.full(k, np.nan), where=count > 0)
+        total = np.bincount(classes[rows], weights=values[rows], minlength=k)
+        n = count(rows)
+        return np.divide(total, n, out=np.full(k, np.nan), where=n > 0)
 
     every = np.ones(len(classes), dtype=bool)
     df = pd.DataFrame({
-        "class": list(class_names), "n": onehot.sum(axis=0).astype(int),
-        "n_wrong": onehot[wrong].sum(axis=0).astype(int), "n_empty": onehot[empty].sum(axis=0).astype(int),
+        "class": list(class_names), "n": count(every), "n_wrong": count(wrong), "n_empty": count(empty),
         "centre_share": mean(centre_share, every), "border_share": mean(border_share, every),
         "centre_share_wrong": mean(centre_share, wrong), "border_share_wrong": mean(border_share, wrong),
     }, columns=LOOKS_COLUMNS)

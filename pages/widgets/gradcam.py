@@ -120,7 +120,7 @@ def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit:
     """A confused pair: mean heat maps of correct samples vs mistakes, differences, galleries."""
     names = ws.class_names
     target = ui.get_target(ws)
-    preferred = [g for g in target.groups] if target is not None and target.kind == "confusion" else []
+    preferred = list(target.groups) if target is not None and target.kind == "confusion" else []
     choices = default_pairs(ws, outputs, preferred=preferred)
     c1, c2 = st.columns([2, 3])
     a, b = c1.selectbox("Pair", choices, key="gc_pair", format_func=lambda p: f"{names[p[0]]} / {names[p[1]]}",
