@@ -13,6 +13,22 @@ Aggregated per (class, object) over the split (:func:`aggregate_associations`):
 * ``count_correct`` / ``count_wrong``: ``count`` split by whether the row is right;
 * ``present``: the class's rows in which the object appears at all;
 * ``rate_present`` = count / present: how often the object drives the class when it is there.
+
+Ranking (:func:`rank_associations`): what a reviewer should look at first. A row whose object
+*is* the class (the object's name equals the class name, e.g. ``plus <- plus``: a class's own
+shape), or that a reviewer marked legitimate, is not a finding (``trivial``) and goes last.
+Among the findings, the default order (``"priority"``) is
+
+1. ``count_wrong`` descending: wrong predictions the object drives cost accuracy now;
+2. ``excess`` descending: ``count - present * base_rate``, where an object's ``base_rate`` is
+   how often it drives the prediction over every class's rows in which it is present. The
+   excess counts the images in which the object drives this class beyond what it does for
+   an average class: a *surprise* in units of images, so a rare coincidence (one image, high
+   rate) does not outrank a pattern;
+3. ``count`` descending.
+
+``lift = rate_present / base_rate`` is the same surprise as a ratio (1 = as usual for the
+object). The paper leaves the order to the reader; this ranking is ours.
 """
 
 from __future__ import annotations
@@ -29,6 +45,15 @@ from diagnostics.mask_sources import mask_to_input
 DEFAULT_THRESHOLD = 0.3
 COLUMNS = ["class", "object", "count", "rate", "share_mean", "count_correct", "count_wrong", "n_pred", "present",
            "rate_present"]
+RANK_COLUMNS = ["trivial", "excess", "lift"]
+#: orders of :func:`rank_associations`: the sort keys after "trivial last"
+RANKINGS = {
+    "priority": ["count_wrong", "excess", "count"],
+    "wrong": ["count_wrong", "count"],
+    "excess": ["excess", "count"],
+    "lift": ["lift", "count"],
+    "rate": ["rate", "count"],
+}
 Progress = Callable[[int, int], None]
 
 
@@ -146,6 +171,44 @@ def aggregate_associations(shares: np.ndarray, classes: np.ndarray, correct: np.
         "rate_present": count[kk, oo] / present[kk, oo],
     }, columns=COLUMNS)
     return df.sort_values(["rate", "count"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def same_name(class_name: str, object_name: str) -> bool:
+    """Whether an object is named like a class (case, spaces, ``_`` and ``-`` ignored)."""
+    norm = lambda s: " ".join(str(s).casefold().replace("_", " ").replace("-", " ").split())  # noqa: E731
+    return norm(class_name) == norm(object_name)
+
+
+def rank_associations(df: pd.DataFrame, *, legitimate=(), by: str = "priority") -> pd.DataFrame:
+    """Associations in the order a reviewer should look at them (module docstring: Ranking).
+
+    Args:
+        df: :func:`aggregate_associations` output.
+        legitimate: ``(class, object)`` name pairs a reviewer marked legitimate (trivial).
+        by: a key of :data:`RANKINGS`: ``"priority"`` (default), ``"wrong"``, ``"excess"``,
+            ``"lift"`` or ``"rate"``; trivial rows come last in every order.
+
+    Returns:
+        ``df`` re-ordered with three more columns: ``trivial`` (bool), ``excess`` (float,
+        images beyond the object's base rate) and ``lift`` (float; NaN where the object never
+        drives any class).
+
+    Raises:
+        ValueError: an unknown ``by`` (the message lists the valid orders).
+    """
+    if by not in RANKINGS:
+        raise ValueError(f"unknown ranking {by!r}; valid: {', '.join(RANKINGS)}")
+    df = df.copy()
+    totals = df.groupby("object")[["count", "present"]].sum()
+    base = (totals["count"] / totals["present"].where(totals["present"] > 0)).fillna(0.0)
+    base_rate = df["object"].map(base).astype(float)
+    marked = {(str(c), str(o)) for c, o in legitimate}
+    df["trivial"] = [same_name(c, o) or (c, o) in marked for c, o in zip(df["class"], df["object"])]
+    df["excess"] = df["count"] - df["present"] * base_rate
+    df["lift"] = (df["rate_present"] / base_rate.where(base_rate > 0)).astype(float)
+    keys = ["trivial", *RANKINGS[by], "class", "object"]
+    ascending = [True] + [False] * len(RANKINGS[by]) + [True, True]
+    return df.sort_values(keys, ascending=ascending, kind="stable", na_position="last").reset_index(drop=True)
 
 
 def association_rows(shares: ObjectShares, result: GradCamResult, cls: int, obj: str, *,

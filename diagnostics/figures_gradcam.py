@@ -85,3 +85,107 @@ def overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None, 
         thick = edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
         out[thick & big(np.asarray(mask, bool))] = outline_color
     return out
+
+
+def relative_to_uniform(cam: np.ndarray) -> np.ndarray:
+    """(H, W) relevance -> the same map divided by its mean (1 = a uniform map); NaN stays NaN."""
+    cam = np.clip(np.asarray(cam, dtype=np.float64), 0, None)
+    mean = np.nanmean(cam) if np.isfinite(cam).any() else np.nan
+    return cam / mean if mean > 0 else np.full(cam.shape, np.nan)
+
+
+def _map_axes(fig: go.Figure, n: int) -> None:
+    # image orientation (row 0 on top), square pixels, no ticks
+    for k in range(1, n + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"yaxis{suffix}"].update(autorange="reversed", scaleanchor=f"x{suffix}", showticklabels=False)
+        fig.layout[f"xaxis{suffix}"].update(showticklabels=False, constrain="domain")
+
+
+def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str]) -> go.Figure:
+    """Mean heat maps of a pair's correct samples and mistakes, side by side, with differences.
+
+    Row 1: mean of ``A -> A``, mean of ``A -> B``, and ``(A -> B) - (A -> A)``; row 2 the same
+    for B. Maps are shown relative to a uniform map (1 = uniform, 3 = three times the average
+    relevance), on one colour scale; differences are red where the mistakes look more.
+
+    Args:
+        means: (4, H, W) float mean maps in the order A->A, A->B, B->B, B->A (NaN = no sample).
+        counts: 4 sample counts, same order.
+        names: (A, B) class names.
+    """
+    from plotly.subplots import make_subplots
+
+    a, b = names
+    groups = [(a, a), (a, b), (b, b), (b, a)]
+    rel = [relative_to_uniform(m) for m in np.asarray(means, dtype=np.float64)]
+    top = max([np.nanmax(r) for r in rel if np.isfinite(r).any()] or [1.0])
+    diffs = [rel[1] - rel[0], rel[3] - rel[2]]
+    span = max([np.nanmax(np.abs(d)) for d in diffs if np.isfinite(d).any()] or [1.0])
+    titles = []
+    for row in range(2):
+        (t, _), (_, p) = groups[2 * row], groups[2 * row + 1]
+        titles += [f"{t} → {t} (correct, n={counts[2 * row]})", f"{t} → {p} (mistakes, n={counts[2 * row + 1]})",
+                   "difference: mistakes − correct"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.1)
+    hover = "x %{x}, y %{y}<br>%{z:.2f} × uniform<extra></extra>"
+    for row in range(2):
+        for col, z in enumerate([rel[2 * row], rel[2 * row + 1]]):
+            fig.add_trace(go.Heatmap(z=z, zmin=0, zmax=top, colorscale="Inferno", hovertemplate=hover,
+                                     showscale=row == 0 and col == 0,
+                                     colorbar={"title": "× uniform", "x": 1.0, "len": 0.42, "y": 0.78}),
+                          row=row + 1, col=col + 1)
+        fig.add_trace(go.Heatmap(z=diffs[row], zmin=-span, zmax=span, colorscale="RdBu_r", zmid=0,
+                                 hovertemplate="x %{x}, y %{y}<br>%{z:+.2f}<extra></extra>", showscale=row == 0,
+                                 colorbar={"title": "mistakes<br>− correct", "x": 1.0, "len": 0.42, "y": 0.22}),
+                      row=row + 1, col=3)
+    _map_axes(fig, 6)
+    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def class_mean_figure(means: np.ndarray, counts, class_names, *, columns: int = 5) -> go.Figure:
+    """Small multiples: the mean heat map of every predicted class (relative to uniform, one scale).
+
+    Args:
+        means: (K, H, W) mean maps (NaN = no sample).
+        counts: K sample counts.
+        class_names: K names.
+    """
+    from plotly.subplots import make_subplots
+
+    k = len(class_names)
+    rows = max(1, -(-k // columns))
+    rel = [relative_to_uniform(m) for m in np.asarray(means, dtype=np.float64)]
+    top = max([np.nanmax(r) for r in rel if np.isfinite(r).any()] or [1.0])
+    fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.02, vertical_spacing=0.08,
+                        subplot_titles=[f"{c} (n={n})" for c, n in zip(class_names, counts)])
+    for j, z in enumerate(rel):
+        fig.add_trace(go.Heatmap(z=z, zmin=0, zmax=top, colorscale="Inferno", showscale=j == 0,
+                                 colorbar={"title": "× uniform"}, name=class_names[j],
+                                 hovertemplate=f"{class_names[j]}<br>%{{z:.2f}} × uniform<extra></extra>"),
+                      row=j // columns + 1, col=j % columns + 1)
+    _map_axes(fig, rows * columns)
+    fig.update_layout(height=60 + 170 * rows, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def looks_figure(df: pd.DataFrame, *, centre_area: float, border_area: float) -> go.Figure:
+    """Per predicted class: share of relevance in the centre and on the border, vs a uniform map.
+
+    Args:
+        df: :func:`diagnostics.cam_summary.where_it_looks` output.
+        centre_area, border_area: the shares a uniform heatmap would give (dashed lines).
+    """
+    fig = go.Figure()
+    for col, name, colour in (("centre_share", "centre", "#1f77b4"), ("border_share", "border", "#d62728")):
+        fig.add_trace(go.Bar(x=df["class"], y=df[col], name=name, marker_color=colour,
+                             hovertemplate="%{x}: %{y:.0%} of the relevance on the " + name + "<extra></extra>"))
+    for value, name, colour in ((centre_area, "centre", "#1f77b4"), (border_area, "border", "#d62728")):
+        fig.add_hline(y=value, line_dash="dash", line_color=colour,
+                      annotation_text=f"uniform map: {name} {value:.0%}", annotation_position="top right")
+    fig.update_layout(barmode="group", yaxis={"title": "share of positive relevance", "tickformat": ".0%",
+                                              "range": [0, 1]},
+                      xaxis_title="predicted class", height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": 1.12})
+    return fig

@@ -1,10 +1,20 @@
-"""Grad-CAM and object associations for a workspace (entry module; see :mod:`diagnostics.registry`).
+"""Grad-CAM, where it looks, and object associations for a workspace (entry module; see
+:mod:`diagnostics.registry`).
 
-``python -m diagnostics gradcam --workspace W [--split eval] [--threshold T] [--target CLASS] [--json]``
-prints ``{"associations": [{"class", "object", "count", "rate", "share_mean", "count_correct",
-"count_wrong"}]}`` sorted by rate descending (see :mod:`diagnostics.associations`). Heatmaps and
-shares live in the workspace's artifact store, keyed by the model version's outputs key (weights,
-data, transform), the Grad-CAM layer, the explained class and, for shares, the masks.
+* ``python -m diagnostics gradcam --workspace W [--split eval] [--threshold T] [--target CLASS]
+  [--sort rate|priority|wrong|excess|lift] [--hide-trivial] [--json]`` (needs object masks)
+  prints ``{"associations": [{"class", "object", "count", "rate", "share_mean", "count_correct",
+  "count_wrong"}]}``, sorted by rate descending by default (``--sort priority``: the reviewer's
+  order of :func:`diagnostics.associations.rank_associations`).
+* ``python -m diagnostics gradcam-summary --workspace W [--split eval] [--pair A,B]
+  [--explain CLASS] [--json]`` (no masks needed) prints where the model looks
+  (:mod:`diagnostics.cam_summary`): per predicted class the mean share of relevance in the
+  centre and on the border, and for a pair (default: the most confused) the same for the
+  A->A, A->B, B->B and B->A groups.
+
+Heatmaps, region shares and object shares live in the workspace's artifact store, keyed by the
+model version's outputs key (weights, data, transform), the Grad-CAM layer, the explained class
+and, for object shares, the masks.
 """
 
 from __future__ import annotations
@@ -14,17 +24,29 @@ import sys
 
 import numpy as np
 
-from diagnostics.associations import DEFAULT_THRESHOLD, ObjectShares, aggregate_associations, compute_object_shares
-from diagnostics.gradcam import GradCamResult, compute_gradcam, resolve_layer, target_rows
+from diagnostics.associations import (
+    DEFAULT_THRESHOLD, RANKINGS, ObjectShares, aggregate_associations, compute_object_shares, rank_associations,
+)
+from diagnostics.cam_summary import (
+    BORDER, CENTRE, CamRegions, pair_choices, pair_groups, pair_rows, region_masks, region_shares, summarise_groups,
+    where_it_looks,
+)
+from diagnostics.confusion import error_matrix
+from diagnostics.gradcam import GradCamResult, compute_gradcam, resolve_layer, target_rows, upsample_cams
 from diagnostics.mask_sources import MASKS_HELP, load_masks, masks_fingerprint
 from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace.artifacts import content_key
 from workspace.cache import Progress
 from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.errors import WorkspaceError
+from workspace.targets import Target
 
 GRADCAM_FORMAT = 2
 SHARES_FORMAT = 2
+REGIONS_FORMAT = 2
+#: region shares are measured on heatmaps upsampled to at most this many pixels a side: the
+#: bilinear maps are smooth, so a finer grid changes the shares by well under a percent
+REGION_GRID = 64
 KEYS = ("class", "object", "count", "rate", "share_mean", "count_correct", "count_wrong")
 
 
@@ -90,6 +112,68 @@ def workspace_shares(ws, result: GradCamResult, masks, *, progress: Progress | N
                                        version=SHARES_FORMAT)
 
 
+def workspace_regions(ws, result: GradCamResult, *, centre: float = CENTRE, border: float = BORDER,
+                      progress: Progress | None = None, batch_size: int = 512) -> CamRegions:
+    """Centre and border shares of every heatmap row (:mod:`diagnostics.cam_summary`), stored.
+
+    Heatmaps are upsampled (bilinear, as everywhere on the page) to the model input size,
+    capped at :data:`REGION_GRID` pixels a side, in batches.
+
+    Args:
+        progress: ``progress(done, total)``; raise from it to cancel (nothing is stored).
+    """
+    key = content_key(gradcam_key(ws, result.split, result.model_version,
+                                  None if result.target == "pred" else result.target), centre, border, REGION_GRID)
+
+    def compute() -> CamRegions:
+        h, w = result.input_size
+        scale = min(1.0, REGION_GRID / max(h, w))
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        inner, band = region_masks(size, centre=centre, border=border)
+        out_c = np.zeros(result.n, dtype=np.float32)
+        out_b = np.zeros(result.n, dtype=np.float32)
+        for start in range(0, result.n, batch_size):
+            up = upsample_cams(result.cams[start:start + batch_size], size)
+            out_c[start:start + len(up)] = region_shares(up, inner)
+            out_b[start:start + len(up)] = region_shares(up, band)
+            if progress is not None:
+                progress(start + len(up), result.n)
+        return CamRegions(out_c, out_b, float(inner.mean()), float(band.mean()), centre, border)
+
+    return ws.artifacts.get_or_compute("cam-regions", key, compute,
+                                       slot=f"{result.model_version}/{result.split}/{result.target}",
+                                       version=REGIONS_FORMAT)
+
+
+def class_looks(ws, result: GradCamResult, regions: CamRegions):
+    """:func:`diagnostics.cam_summary.where_it_looks` per explained class of a result."""
+    return where_it_looks(regions.centre, regions.border, result.classes, result.correct,
+                          class_names=ws.class_names)
+
+
+def default_pairs(ws, outputs, *, preferred=()) -> list[tuple[int, int]]:
+    """Pairs to offer for the mistakes view: ``preferred`` (the repair target) first, then the most confused."""
+    errors = error_matrix(outputs.labels, outputs.preds, ws.num_classes, task=ws.task)
+    return pair_choices(errors, preferred=preferred)
+
+
+def pair_summary(ws, result: GradCamResult, regions: CamRegions, outputs, a: int, b: int):
+    """The four groups of a pair with their heatmap rows, mean maps and centre/border shares.
+
+    Returns:
+        ``(groups, rows, means, table)``: positions ``{(true, pred): (M,)}`` into ``outputs``,
+        the heatmap rows aligned with them, means (4, h, w) at the layer's resolution in the
+        order A->A, A->B, B->B, B->A, and the :func:`~diagnostics.cam_summary.summarise_groups`
+        frame (``group`` = ``"A -> B"`` with class names).
+    """
+    groups = pair_groups(outputs.labels, outputs.preds, a, b, task=ws.task)
+    target = None if result.target == "pred" else ws.class_names.index(result.target)
+    rows = pair_rows(groups, outputs.indices, result.indices, result.classes, target=target)
+    named = {f"{ws.class_names[t]} -> {ws.class_names[p]}": r for (t, p), r in rows.items()}
+    means, table = summarise_groups(result.cams, regions.centre, regions.border, named)
+    return groups, rows, means, table
+
+
 def _args(p) -> None:
     p.add_argument("--split", default="eval", choices=["eval", "train"], help="train or eval (default eval)")
     p.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD,
@@ -98,6 +182,11 @@ def _args(p) -> None:
     p.add_argument("--target", default=None, metavar="CLASS",
                    help="explain this class for every image instead of the predicted class")
     p.add_argument("--top", type=int, default=0, help="keep only the first N associations (0 = all)")
+    p.add_argument("--sort", default="rate", choices=list(RANKINGS),
+                   help="order: rate (default), or priority = the reviewer's order (wrong predictions first, then "
+                        "excess over the object's base rate; rows where the object is the class go last)")
+    p.add_argument("--hide-trivial", action="store_true",
+                   help="leave out rows whose object is the class itself (e.g. plus <- plus)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -110,7 +199,8 @@ def run(args: argparse.Namespace) -> dict:
     ws.version(args.version)
     masks = load_masks(ws, args.split)
     if masks is None:
-        raise WorkspaceError("this workspace has no object masks. " + " ".join(MASKS_HELP.split()))
+        raise WorkspaceError("this workspace has no object masks (`python -m diagnostics gradcam-summary` works "
+                             "without them). " + " ".join(MASKS_HELP.split()))
     for warning in getattr(masks, "warnings", []) or []:
         print(f"warning: {warning}", file=sys.stderr)
     with tqdm_progress("inference") as progress:
@@ -122,6 +212,11 @@ def run(args: argparse.Namespace) -> dict:
         shares = workspace_shares(ws, result, masks, progress=progress)
     df = aggregate_associations(shares.shares, result.classes, result.correct, class_names=ws.class_names,
                                 object_names=shares.object_names, threshold=args.threshold)
+    legit = [tuple(r["key"].split("|", 1)) for r in ws.store.list_reviews("association", model_version=args.version)
+             if r["verdict"] == "legitimate"]
+    df = rank_associations(df, legitimate=legit, by=args.sort)
+    if args.hide_trivial:
+        df = df[~df["trivial"]]
     if args.top > 0:
         df = df.head(args.top)
     rows = [{k: (round(float(r[k]), 6) if k in ("rate", "share_mean") else r[k]) for k in KEYS}
@@ -135,3 +230,74 @@ def run(args: argparse.Namespace) -> dict:
 
 register_diagnostic(Diagnostic("gradcam", "Grad-CAM object associations per predicted class", _args, run,
                                page="gradcam", example=("--top", "5")))
+
+
+def _summary_args(p) -> None:
+    p.add_argument("--split", default="eval", choices=["eval", "train"], help="train or eval (default eval)")
+    p.add_argument("--version", default="orig", help="model version (default orig)")
+    p.add_argument("--pair", default=None, metavar="A,B", help="the pair whose mistakes to summarise "
+                   "(default: the most confused pair)")
+    p.add_argument("--explain", default=None, metavar="CLASS",
+                   help="for the pair: explain this class on every image instead of the predicted class")
+
+
+def _fmt(x: float) -> float | None:
+    return None if x != x else round(float(x), 6)  # NaN (an empty group) -> null
+
+
+def run_summary(args: argparse.Namespace) -> dict:
+    ws = open_from_args(args)
+    ws.version(args.version)
+    pair = None
+    if args.pair is not None:
+        try:
+            target = Target.parse(args.pair, ws.class_names)
+        except ValueError as exc:
+            raise UsageError(f"--pair: {exc}") from None
+        if target.kind != "confusion" or len(target.groups) != 1:
+            raise UsageError(f"--pair takes one pair A,B, got {args.pair!r}")
+        pair = target.groups[0]
+    if args.explain is not None and args.explain not in ws.class_names:
+        raise UsageError(f"--explain: unknown class {args.explain!r}; valid: {', '.join(ws.class_names)}")
+    with tqdm_progress("inference") as progress:
+        outputs = ws.outputs(args.split, args.version, progress=progress)
+    with tqdm_progress("grad-cam") as progress:
+        result = workspace_gradcam(ws, args.split, args.version, progress=progress, outputs=outputs)
+    with tqdm_progress("centre/border shares") as progress:
+        regions = workspace_regions(ws, result, progress=progress)
+    looks = class_looks(ws, result, regions)
+    a, b = pair or default_pairs(ws, outputs)[0]
+    if args.explain is not None:
+        with tqdm_progress(f"grad-cam of {args.explain}") as progress:
+            result = workspace_gradcam(ws, args.split, args.version, target=args.explain, progress=progress,
+                                       outputs=outputs)
+        with tqdm_progress("centre/border shares") as progress:
+            regions = workspace_regions(ws, result, progress=progress)
+    _, _, _, table = pair_summary(ws, result, regions, outputs, a, b)
+    classes = [{"class": r["class"], "n": int(r["n"]), "n_wrong": int(r["n_wrong"]), "n_empty": int(r["n_empty"]),
+                **{k: _fmt(r[k]) for k in ("centre_share", "border_share", "centre_share_wrong",
+                                           "border_share_wrong")}} for r in looks.to_dict("records")]
+    groups = [{"group": r["group"], "n": int(r["n"]), "n_empty": int(r["n_empty"]), "centre_share": _fmt(r["centre_share"]),
+               "border_share": _fmt(r["border_share"])} for r in table.to_dict("records")]
+    pct = lambda x: "   -" if x is None else f"{x:4.0%}"  # noqa: E731
+    width = max([16] + [len(c["class"]) for c in classes] + [len(g["group"]) for g in groups])
+    lines = [f"share of Grad-CAM relevance (uniform map: centre {regions.centre_area:.0%}, border "
+             f"{regions.border_area:.0%}; empty = maps without positive relevance, left out)",
+             f"{'predicted class':>{width}}  {'n':>6}  {'empty':>5}  centre  border  (wrong: centre border)"]
+    lines += [f"{c['class']:>{width}}  {c['n']:>6}  {c['n_empty']:>5}    {pct(c['centre_share'])}    "
+              f"{pct(c['border_share'])}          {pct(c['centre_share_wrong'])}   {pct(c['border_share_wrong'])}"
+              for c in classes]
+    lines += ["", f"pair {ws.class_names[a]} / {ws.class_names[b]}, explaining "
+                  f"{args.explain or 'the predicted class'}:"]
+    lines += [f"{g['group']:>{width}}  {g['n']:>6}  {g['n_empty']:>5}    {pct(g['centre_share'])}    "
+              f"{pct(g['border_share'])}" for g in groups]
+    return {"centre_area": round(regions.centre_area, 6), "border_area": round(regions.border_area, 6),
+            "classes": classes,
+            "pair": {"a": ws.class_names[a], "b": ws.class_names[b], "explain": args.explain or "pred",
+                     "groups": groups},
+            "text": "\n".join(lines)}
+
+
+register_diagnostic(Diagnostic("gradcam-summary", "Where Grad-CAM looks (no masks needed): centre/border shares "
+                               "per class and for a confused pair's mistakes", _summary_args, run_summary,
+                               page="gradcam", example=("--pair", "disk,oval")))

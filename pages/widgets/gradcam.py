@@ -1,5 +1,6 @@
-"""Streamlit pieces of the Grad-CAM page: cached computation with progress, the gallery,
-the review form and the reviewed-associations list."""
+"""Streamlit pieces of the Grad-CAM page: cached passes with progress and cancel, the mask-free
+views (a confused pair's mistakes, where each class looks), the association gallery, the review
+form and the reviewed-associations list."""
 
 from __future__ import annotations
 
@@ -10,73 +11,180 @@ import pandas as pd
 import streamlit as st
 
 from diagnostics.associations import association_rows, repair_targets
-from diagnostics.figures_gradcam import overlay
+from diagnostics.cam_summary import mean_cams
+from diagnostics.figures_gradcam import class_mean_figure, looks_figure, overlay, pair_mean_figure
 from diagnostics.gradcam import upsample_cams
 from diagnostics.mask_sources import image_to_input, mask_to_input
-from diagnostics.run_gradcam import cached_gradcam, workspace_gradcam, workspace_shares
+from diagnostics.run_gradcam import (
+    cached_gradcam, class_looks, default_pairs, pair_summary, workspace_gradcam, workspace_regions, workspace_shares,
+)
 from pages import ui
-from workspace.errors import WorkspaceError
+from workspace.errors import Cancelled, WorkspaceError
 from workspace.targets import Target
 
 KIND = "association"
 VERDICTS = ("spurious", "legitimate", "unsure")
 CANCELLED = "gc_cancelled"
+SHARE_FORMAT = {c: st.column_config.NumberColumn(c, format="percent")
+                for c in ("centre_share", "border_share", "centre_share_wrong", "border_share_wrong")}
 
 
-def gradcam_and_shares(ws, split: str, version: str, masks, target: str | None):
-    """Grad-CAM rows and object shares (disk-cached; computed with progress and a cancel)."""
+def gradcam(ws, split: str, version: str, target: str | None, outputs, *, stop: bool = True):
+    """Grad-CAM rows from the artifact store, or one pass with an ETA bar and a Cancel button.
+
+    A pass stopped midway (Cancel, or a widget changed during it) leaves nothing stored; the
+    next run offers to compute again. With ``stop=False`` that offer returns None instead of
+    stopping the page.
+    """
     try:
         result = cached_gradcam(ws, split, version, target=target)
-        if result is None:
-            run_id = f"{split}|{version}|{target}"
-            if st.session_state.get(CANCELLED) == run_id:
-                st.warning("The Grad-CAM pass was stopped before it finished (Cancel, or a setting changed "
-                           "during the pass); nothing partial was stored.")
-                if not st.button("Compute Grad-CAM", key="gc_compute"):
+        if result is not None:
+            return result
+        run_id = f"{split}|{version}|{target}"
+        if st.session_state.get(CANCELLED) == run_id:
+            st.warning("The Grad-CAM pass was stopped before it finished (Cancel, or a setting changed "
+                       "during the pass); nothing partial was stored.")
+            if not st.button("Compute Grad-CAM", key="gc_compute" if target is None else f"gc_compute:{target}"):
+                if stop:
                     st.stop()
-            outputs = ui.outputs(ws, split, version)
-            st.session_state[CANCELLED] = run_id  # cleared below; stays set if the run is interrupted
-            slot = st.empty()
-            slot.button("Cancel", key="gc_cancel", help="Stops the Grad-CAM pass (nothing partial is kept)")
-            with ui.ProgressBar(f"Grad-CAM of {version} on {split}") as bar:
-                result = workspace_gradcam(ws, split, version, target=target, progress=bar, outputs=outputs)
-            slot.empty()
-            st.session_state[CANCELLED] = None
-        with ui.ProgressBar("Relevance share per object") as bar:
-            shares = workspace_shares(ws, result, masks, progress=bar)
-    except WorkspaceError as exc:
+                return None
+        st.session_state[CANCELLED] = run_id  # cleared below; stays set if the run is interrupted
+        slot = st.empty()
+        # one key per pass: a run may start several passes (the predicted class, then a chosen one)
+        slot.button("Cancel", key="gc_cancel" if target is None else f"gc_cancel:{target}",
+                    help="Stops the Grad-CAM pass (nothing partial is kept)")
+        explained = "the predicted class" if target is None else target
+        with ui.ProgressBar(f"Grad-CAM of {explained} ({version}, {split})") as bar:
+            result = workspace_gradcam(ws, split, version, target=target, progress=bar, outputs=outputs)
+        slot.empty()
+        st.session_state[CANCELLED] = None
+        return result
+    except (WorkspaceError, Cancelled) as exc:
         st.session_state[CANCELLED] = None
         st.error(f"Grad-CAM is not available: {exc}")
         st.stop()
-    return result, shares
 
 
-def gallery(ws, split: str, result, shares, masks, cls: int, obj: str, threshold: float, *, limit: int = 12) -> None:
-    """Images behind one association, heatmap overlaid and the object outlined."""
-    rows = association_rows(shares, result, cls, obj, threshold=threshold)
-    st.caption(f"{len(rows)} images where **{obj}** holds at least {threshold:.0%} of the positive relevance "
-               f"for **{ws.class_names[cls]}** (highest share first; green outline = {obj}).")
-    if rows.empty:
+def regions(ws, result):
+    """Centre/border shares of every heatmap (stored; computed with an ETA bar)."""
+    with ui.ProgressBar("Centre and border share of every heatmap") as bar:
+        return workspace_regions(ws, result, progress=bar)
+
+
+def shares(ws, result, masks):
+    """Object shares of every heatmap (stored; computed with an ETA bar)."""
+    try:
+        with ui.ProgressBar("Relevance share per object") as bar:
+            return workspace_shares(ws, result, masks, progress=bar)
+    except (WorkspaceError, Cancelled) as exc:
+        st.error(f"Cannot measure the object shares: {exc}")
+        st.stop()
+
+
+def _display(means: np.ndarray, size) -> np.ndarray:
+    """(G, h, w) mean maps (NaN = none) upsampled to the model input for display."""
+    empty = ~np.isfinite(means).all(axis=(1, 2))
+    up = upsample_cams(np.nan_to_num(means).astype(np.float32), size)
+    up[empty] = np.nan
+    return up
+
+
+def _label(ws, lab) -> str:
+    return ws.class_names[int(lab)] if np.ndim(lab) == 0 else ",".join(
+        ws.class_names[k] for k in np.nonzero(np.asarray(lab) > 0.5)[0])
+
+
+def overlays(ws, split: str, result, rows, captions, *, masks=None, obj: str | None = None, columns: int = 6) -> None:
+    """Images with their heatmap rows overlaid (and an object's outline when masks are given)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        st.caption("No images.")
         return
     t = ws.config.transform
-    top = rows.head(limit)
-    cams = upsample_cams(result.cams[top["row"].to_numpy()], result.input_size)
-    labels = ws.split(split).labels
-    cols = st.columns(6)
-    for j, r in enumerate(top.itertuples()):
-        with cols[j % 6]:
+    cams = upsample_cams(result.cams[rows], result.input_size)
+    cols = st.columns(columns)
+    for j, row in enumerate(rows):
+        index = int(result.indices[row])
+        with cols[j % columns]:
             try:
-                img = image_to_input(ws.split(split).load(int(r.index)), resize=t.resize, crop=t.crop)
-                mask = masks.objects(int(r.index)).get(obj)
+                img = image_to_input(ws.split(split).load(index), resize=t.resize, crop=t.crop)
+                mask = None if masks is None or obj is None else masks.objects(index).get(obj)
                 mask = None if mask is None else mask_to_input(mask, resize=t.resize, crop=t.crop)
             except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
-                st.caption(f"#{r.index}: cannot load ({type(exc).__name__})")
+                st.caption(f"#{index}: cannot load ({type(exc).__name__})")
                 continue
-            lab = labels[int(r.index)]
-            label = ws.class_names[int(lab)] if np.ndim(lab) == 0 else ",".join(
-                ws.class_names[k] for k in np.nonzero(lab > 0.5)[0])
-            st.image(overlay(img, cams[j], mask), width="stretch",
-                     caption=f"#{r.index} label {label} · share {r.share:.2f}" + ("" if r.correct else " · wrong"))
+            st.image(overlay(img, cams[j], mask), width="stretch", caption=captions[j])
+
+
+def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit: int = 12) -> None:
+    """A confused pair: mean heat maps of correct samples vs mistakes, differences, galleries."""
+    names = ws.class_names
+    target = ui.get_target(ws)
+    preferred = list(target.groups) if target is not None and target.kind == "confusion" else []
+    choices = default_pairs(ws, outputs, preferred=preferred)
+    c1, c2 = st.columns([2, 3])
+    a, b = c1.selectbox("Pair", choices, key="gc_pair", format_func=lambda p: f"{names[p[0]]} / {names[p[1]]}",
+                        help="Default: the repair target if it is a pair, else the most confused pair")
+    explain = c2.radio("Explain", [None, a, b], horizontal=True, key="gc_pair_explain",
+                       format_func=lambda k: "predicted class" if k is None else names[k],
+                       help="Grad-CAM of the predicted class (on a mistake: the wrong class), or of one class of "
+                            "the pair on every image (e.g. where the evidence for the true class is)")
+    if explain is not None:
+        result = gradcam(ws, split, version, names[explain], outputs, stop=False)
+        if result is None:
+            return
+        regions_ = regions(ws, result)
+    groups, rows, means, table = pair_summary(ws, result, regions_, outputs, a, b)
+    counts = [len(p) for p in groups.values()]
+    st.caption(f"{split}: {counts[1]} {names[a]} → {names[b]} and {counts[3]} {names[b]} → {names[a]} mistakes; "
+               f"{counts[0]} {names[a]} and {counts[2]} {names[b]} classified correctly. Maps are means of "
+               "heatmaps each scaled to unit total relevance, shown relative to a uniform map.")
+    st.plotly_chart(pair_mean_figure(_display(means, result.input_size), counts, names=(names[a], names[b])),
+                    key="gc_pair_means")
+    st.dataframe(table, hide_index=True, key="gc_pair_table", column_config={
+        **SHARE_FORMAT, "n_empty": st.column_config.NumberColumn("n_empty", help="heatmaps without positive "
+                                                                 "relevance (left out of the shares)")})
+    t, p = st.radio("Gallery", [(a, b), (b, a)], horizontal=True, key="gc_direction",
+                    format_func=lambda d: f"{names[d[0]]} → {names[d[1]]}", index=0 if counts[1] >= counts[3] else 1)
+    probs = outputs.probs
+    for (gt, gp), title in (((t, p), "Mistakes"), ((t, t), "Correct")):
+        pos, r = groups[(gt, gp)], rows[(gt, gp)]
+        keep = r >= 0
+        pos, r = pos[keep], r[keep]
+        order = np.argsort(-probs[pos, gp], kind="stable")[:limit]  # the most confident first
+        st.markdown(f"**{title}: {names[gt]} → {names[gp]}** ({len(pos)}, most confident first; heatmap of "
+                    f"{'the predicted class' if explain is None else names[explain]})")
+        overlays(ws, split, result, r[order],
+                 [f"#{int(outputs.indices[q])} p({names[gp]}) {probs[q, gp]:.2f}" for q in pos[order]])
+
+
+def looks_view(ws, result, regions_) -> None:
+    """Per predicted class: centre/border shares (a background-looking class stands out) and mean maps."""
+    looks = class_looks(ws, result, regions_)
+    st.caption(f"Share of each heatmap's positive relevance in the centre box (the middle "
+               f"{regions_.centre_fraction:.0%} of each side, {regions_.centre_area:.0%} of the image) and on the "
+               f"border (within {regions_.border_fraction:.1%} of an edge, {regions_.border_area:.0%} of the image), "
+               "averaged per predicted class. A class well above the dashed border line looks at the background.")
+    st.plotly_chart(looks_figure(looks, centre_area=regions_.centre_area, border_area=regions_.border_area),
+                    key="gc_looks_chart")
+    st.dataframe(looks, hide_index=True, key="gc_looks_table", column_config=SHARE_FORMAT)
+    means, counts = mean_cams(result.cams, result.classes, n_groups=ws.num_classes)
+    shown = np.flatnonzero(counts > 0)[:40]
+    st.caption("Mean heat map per predicted class" + (" (the first 40 classes)" if (counts > 0).sum() > 40 else ""))
+    st.plotly_chart(class_mean_figure(_display(means[shown], result.input_size), counts[shown],
+                                      [ws.class_names[k] for k in shown]), key="gc_class_means")
+
+
+def gallery(ws, split: str, result, shares_, masks, cls: int, obj: str, threshold: float, *, limit: int = 12) -> None:
+    """Images behind one association, heatmap overlaid and the object outlined."""
+    rows = association_rows(shares_, result, cls, obj, threshold=threshold)
+    st.caption(f"{len(rows)} images where **{obj}** holds at least {threshold:.0%} of the positive relevance "
+               f"for **{ws.class_names[cls]}** (highest share first; green outline = {obj}).")
+    top = rows.head(limit)
+    labels = ws.split(split).labels
+    overlays(ws, split, result, top["row"].to_numpy(), masks=masks, obj=obj, captions=[
+        f"#{r.index} label {_label(ws, labels[int(r.index)])} · share {r.share:.2f}" + ("" if r.correct else " · wrong")
+        for r in top.itertuples()])
 
 
 def review_form(ws, cls_name: str, obj: str, version: str) -> None:
@@ -96,7 +204,7 @@ def review_form(ws, cls_name: str, obj: str, version: str) -> None:
             st.success(f"Saved: {cls_name} <- {obj} is {verdict}.")
 
 
-def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares, labels) -> None:
+def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares_, labels) -> None:
     """The reviewed associations: table, CSV export, and "use as repair target"."""
     reviews = ws.store.list_reviews(KIND, model_version=version)
     st.subheader(f"Reviewed associations ({len(reviews)})")
@@ -116,7 +224,7 @@ def reviewed_list(ws, version: str, table: pd.DataFrame, result, shares, labels)
     st.dataframe(df, hide_index=True, key="gc_reviews")
     st.download_button("Export CSV", df.to_csv(index=False), file_name=f"associations-{version}.csv",
                        mime="text/csv", key="gc_export")
-    pairs = repair_targets(reviews, shares, labels, ws.class_names, result=result)
+    pairs = repair_targets(reviews, shares_, labels, ws.class_names, result=result)
     if not pairs:
         st.caption("Mark an association *spurious* to turn it into a repair target.")
         return

@@ -1,11 +1,12 @@
 """Relevance shares and per-class association aggregation on hand-computed examples."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from diagnostics.associations import (
-    ObjectShares, aggregate_associations, association_rows, cooccurring_classes, relevance_shares,
-    repair_targets,
+    ObjectShares, aggregate_associations, association_rows, cooccurring_classes, rank_associations,
+    relevance_shares, repair_targets, same_name,
 )
 from diagnostics.gradcam import GradCamResult
 
@@ -73,3 +74,69 @@ def test_association_rows_and_repair_targets():
     reviews = [{"key": "tri|grass", "verdict": "spurious"}, {"key": "tri|cloud", "verdict": "legitimate"},
                {"key": "gone|grass", "verdict": "spurious"}]
     assert repair_targets(reviews, os_, labels, ("tri", "sq", "star")) == [["tri", "star"], ["tri", "sq"]]
+
+
+def _ranking_example() -> pd.DataFrame:
+    rows = [  # class, object, count, present, count_wrong, n_pred
+        ("plus", "plus", 9, 10, 0, 10),          # the class's own shape: trivial
+        ("triangle", "grass", 6, 8, 5, 20),      # the planted kind of finding
+        ("square", "grass", 1, 10, 1, 20),
+        ("triangle", "square", 2, 2, 2, 20),     # another class's shape drives triangle mistakes
+        ("square", "square", 8, 10, 0, 20),      # named like the class: trivial
+    ]
+    df = pd.DataFrame(rows, columns=["class", "object", "count", "present", "count_wrong", "n_pred"])
+    df["rate"] = df["count"] / df["n_pred"]
+    df["rate_present"] = df["count"] / df["present"]
+    df["count_correct"] = df["count"] - df["count_wrong"]
+    return df
+
+
+def test_rank_associations_hand_computed():
+    df = _ranking_example()
+    ranked = rank_associations(df)
+    order = list(zip(ranked["class"], ranked["object"]))
+    # findings by wrong predictions, trivial rows last (ties there broken by excess: 0 before -1/3)
+    assert order == [("triangle", "grass"), ("triangle", "square"), ("square", "grass"), ("plus", "plus"),
+                     ("square", "square")]
+    assert ranked["trivial"].tolist() == [False, False, False, True, True]
+    r = ranked.set_index(["class", "object"])
+    # grass drives 7 of its 18 present rows: base rate 7/18
+    assert r.loc[("triangle", "grass"), "excess"] == pytest.approx(6 - 8 * 7 / 18)
+    assert r.loc[("square", "grass"), "excess"] == pytest.approx(1 - 10 * 7 / 18)
+    assert r.loc[("triangle", "grass"), "lift"] == pytest.approx((6 / 8) / (7 / 18))
+    # the square shape drives 10 of its 12 present rows
+    assert r.loc[("triangle", "square"), "lift"] == pytest.approx(1 / (10 / 12))
+    assert r.loc[("square", "square"), "excess"] == pytest.approx(8 - 10 * 10 / 12)
+    by_lift = rank_associations(df, by="lift")
+    assert list(by_lift["object"][:3]) == ["grass", "square", "grass"]
+    assert list(by_lift["class"][:3]) == ["triangle", "triangle", "square"]
+    by_rate = rank_associations(df, by="rate")
+    assert by_rate["trivial"].tolist()[-2:] == [True, True]  # plus <- plus has the highest rate, still last
+    # a reviewer's "legitimate" makes a row trivial
+    legit = rank_associations(df, legitimate=[("triangle", "square")])
+    assert list(zip(legit["class"], legit["object"]))[:2] == [("triangle", "grass"), ("square", "grass")]
+    assert legit.set_index(["class", "object"]).loc[("triangle", "square"), "trivial"]
+    with pytest.raises(ValueError, match="valid: priority"):
+        rank_associations(df, by="surprise")
+
+
+def test_same_name():
+    assert same_name("traffic light", "Traffic_Light") and same_name("t-shirt", "t shirt")
+    assert not same_name("plus", "plush") and not same_name("grass", "triangle")
+
+
+def test_demo_ranking_puts_the_planted_association_in_the_top_3(demo_ws, demo_eval):
+    from diagnostics.mask_sources import load_masks
+    from diagnostics.run_gradcam import workspace_gradcam, workspace_shares
+
+    planted = demo_ws.planted["spurious"]
+    result = workspace_gradcam(demo_ws, "eval", outputs=demo_eval)
+    shares = workspace_shares(demo_ws, result, load_masks(demo_ws, "eval"))
+    df = aggregate_associations(shares.shares, result.classes, result.correct, class_names=demo_ws.class_names,
+                                object_names=shares.object_names)
+    ranked = rank_associations(df)
+    top3 = list(zip(ranked["class"], ranked["object"]))[:3]
+    assert (planted["class"], planted["object"]) in top3, ranked.head()
+    # every class's own shape is trivial and ranked after every finding
+    own = ranked[ranked["class"] == ranked["object"]]
+    assert own["trivial"].all() and own.index.min() > ranked.index[~ranked["trivial"]].max()

@@ -1,4 +1,5 @@
-"""AppTest tests of the Grad-CAM page: table, gallery, review round trip, restart, targets."""
+"""AppTest tests of the Grad-CAM page: table, gallery, review round trip, restart, targets; the views
+without masks (a confused pair's mistakes, where each class looks); labels that follow the slider."""
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -25,6 +26,11 @@ def frame(at: AppTest, column: str):
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def captions(at: AppTest, part: str) -> list[str]:
+    """Image captions containing ``part``."""
+    return [c for im in at.get("image") for c in im.captions if part in c]
+
+
 @pytest.fixture
 def clean_review(demo_ws):
     demo_ws.store.delete_review("association", KEY, model_version="orig")
@@ -40,7 +46,7 @@ def test_table_gallery_and_threshold(demo_eval):
     assert at.selectbox(key="gc_assoc").options  # associations above the threshold
     at.selectbox(key="gc_assoc").set_value(KEY).run()
     assert not at.exception, at.exception
-    assert len(at.get("image")) == 12  # the gallery of overlays
+    assert len(captions(at, "share")) == 12  # the association's gallery of overlays
     count_03 = int(tri.iloc[0]["count"])
     at.slider(key="gc_threshold").set_value(0.6).run()
     table = frame(at, "share_mean")
@@ -85,13 +91,34 @@ def test_review_round_trip_survives_restart_and_updates(clean_review):
     table = frame(at2, "share_mean")
     assert int(table[(table["class"] == "triangle") & (table["object"] == "grass")]["count"].iloc[0]) == 0
     assert at2.selectbox(key="gc_assoc").value == KEY
-    assert "triangle <- grass  (rate 0.000)" in at2.selectbox(key="gc_assoc").options
+    assert "triangle <- grass" in at2.selectbox(key="gc_assoc").options
+    assert any(c.value.startswith("**triangle <- grass**: 0 of ") for c in at2.caption)
 
 
-def test_workspace_without_masks_says_how_to_add_them(tiny_workspace):
+def test_workspace_without_masks_shows_the_mask_free_views(tiny_workspace):
     at = open_page(str(tiny_workspace))
     info = " ".join(i.value for i in at.info)
-    assert "no object masks" in info and 'masks = "instances.json"' in info and "labels.json" in info
+    assert "no object masks" in info and "\n" not in info.strip()  # one line; the format help is folded away
+    help_text = " ".join(m.value for m in at.markdown)
+    assert 'masks = "instances.json"' in help_text and "labels.json" in help_text
+    # no control that needs masks ...
+    assert not [s for s in at.slider if s.key == "gc_threshold"]
+    assert not [s for s in at.selectbox if s.key in ("gc_assoc", "gc_target")]
+    assert [t.label for t in at.tabs] == ["Mistakes of a pair", "Where it looks"]
+    # ... and the views that need none: a pair (the most confused by default), its mean maps, where it looks
+    names = ("cat", "dog", "fox")
+    pair = at.selectbox(key="gc_pair")
+    a, b = pair.value
+    assert len(pair.options) == 3 and pair.options[0] == f"{names[a]} / {names[b]}"  # every pair, default first
+    groups = frame(at, "group")
+    assert groups["n"].sum() > 0 and set(groups.columns) >= {"centre_share", "border_share", "n_empty"}
+    looks = frame(at, "border_share_wrong")
+    assert set(looks["class"]) <= {"cat", "dog", "fox"} and looks["n"].sum() == 9  # every eval image once
+    assert len(at.get("plotly_chart")) == 3
+    # explaining one class of the pair on every image: a second pass, and the gallery says which class
+    at.radio(key="gc_pair_explain").set_value(a).run()
+    assert not at.exception, at.exception
+    assert any(f"heatmap of {names[a]}" in m.value for m in at.markdown)
 
 
 def test_torchscript_model_page_says_why(tiny_workspace):
@@ -129,3 +156,54 @@ def test_explain_a_chosen_class(demo_eval):
     assert not at.exception, at.exception
     table = frame(at, "share_mean")
     assert set(table["class"]) == {"triangle"} and (table["n_pred"] == demo_eval.n).all()
+
+
+def test_association_label_follows_the_slider(demo_eval):
+    at = open_page()
+    at.selectbox(key="gc_assoc").set_value(KEY).run()
+    table = frame(at, "share_mean")
+    row = table[(table["class"] == "triangle") & (table["object"] == "grass")].iloc[0]
+    label = next(c.value for c in at.caption if c.value.startswith("**triangle <- grass**"))
+    assert label.startswith(f"**triangle <- grass**: {int(row['count'])} of {int(row['n_pred'])} ")
+    assert "at least 30%" in label and f"{int(row['count_wrong'])} wrong" in label
+    count_03 = int(row["count"])
+    at.slider(key="gc_threshold").set_value(0.4).run()
+    assert at.selectbox(key="gc_assoc").value == KEY
+    table = frame(at, "share_mean")
+    row = table[(table["class"] == "triangle") & (table["object"] == "grass")].iloc[0]
+    assert 0 < int(row["count"]) < count_03
+    label = next(c.value for c in at.caption if c.value.startswith("**triangle <- grass**"))
+    assert label.startswith(f"**triangle <- grass**: {int(row['count'])} of ") and "at least 40%" in label
+    # the select's options carry no counts, so nothing in them can go stale
+    assert all(o.count(" <- ") == 1 and not any(ch.isdigit() for ch in o) for o in at.selectbox(key="gc_assoc").options)
+
+
+def test_association_ranking_on_the_page(demo_eval):
+    at = open_page()
+    table = frame(at, "share_mean")
+    assert ("triangle", "grass") in list(zip(table["class"], table["object"]))[:3]
+    assert not table["trivial"].any()  # plus <- plus and the like are hidden by default
+    at.checkbox(key="gc_show_trivial").check().run()
+    table = frame(at, "share_mean")
+    assert table["trivial"].any() and table["trivial"].tolist() == sorted(table["trivial"].tolist())  # last
+
+
+def test_pair_view_defaults_to_the_repair_target(demo_ws, demo_eval):
+    from tests.pages.helpers import seeded
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    for k, v in seeded("demo", target={"kind": "confusion", "targets": [["triangle", "oval"]]},
+                       source="test").items():
+        at.session_state[k] = v
+    at.run()
+    at.switch_page("pages/gradcam.py").run()
+    assert not at.exception, at.exception
+    names = demo_ws.class_names
+    a, b = at.selectbox(key="gc_pair").value
+    assert {names[a], names[b]} == {"triangle", "oval"}
+    groups = frame(at, "group")
+    mistakes = groups.set_index("group").loc["oval -> triangle"]
+    # oval -> triangle mistakes are pulled by grass at the bottom: less relevance in the centre than correct ovals
+    assert mistakes["n"] > 0
+    assert mistakes["centre_share"] < groups.set_index("group").loc["oval -> oval", "centre_share"]
+    assert len(captions(at, "p(triangle)")) > 0  # the gallery of mistakes, most confident first
