@@ -356,7 +356,8 @@ def identify_layers(
     layers frozen (in eval mode); the subset with the smallest post-epoch loss over
     ``reserved`` (eval mode, see the module docstring) is trained on, with its optimizer
     state, until the epoch's running loss stops improving for ``patience`` epochs (at most
-    ``max_epochs`` epochs in total). Every candidate sees the same batches in the same order.
+    ``max_epochs`` epochs in total). With in-memory tensors every candidate sees the same
+    batches in the same order (a batch source shuffles as its own sampler does).
 
     Args:
         model: theta, the trained model (never modified).
@@ -560,7 +561,7 @@ def align_samples(phi: nn.Module, data: Data, *, eta: float = 1.0, device: torch
                   batch_size: int = 256, should_stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Aligned copies of all of ``data`` on CPU: ``x~`` (N, C, H, W) float32, ``y~`` (N, K) float32.
 
-    ``phi`` must already be on ``device``.
+    ``phi`` must already be on ``device``. Empty data gives empty tensors of shapes (0,), (0, 0).
     """
     device = torch.device(device)
     xs, ys = [], []
@@ -570,6 +571,8 @@ def align_samples(phi: nn.Module, data: Data, *, eta: float = 1.0, device: torch
         x_tilde, y_tilde = align_batch(phi, x.to(device), eta=eta)
         xs.append(x_tilde.cpu())
         ys.append(y_tilde.cpu())
+    if not xs:  # nothing identified
+        return torch.zeros(0), torch.zeros(0, 0)
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -655,15 +658,19 @@ def treat(
         _check_single_label(causes[1])
         _check_single_label(remaining[1])
         x_tilde, y_tilde = align_samples(phi, causes, eta=eta, device=device, should_stop=should_stop)
-        k = y_tilde.shape[1] if len(y_tilde) else None
         x_rest, y_rest = remaining
-        if len(y_tilde) + len(y_rest) == 0:
-            raise WorkspaceError("BIR treatment needs at least one identified or remaining sample")
-        if k is None:
+        inputs, targets = [], []
+        if len(y_tilde):
+            inputs.append(x_tilde)
+            targets.append(y_tilde)
+        if len(y_rest):
             with torch.no_grad():
-                k = phi(x_rest[:1].to(device)).shape[1]
-        targets = torch.cat([y_tilde, F.one_hot(y_rest.long(), k).float()])
-        inputs = torch.cat([x_tilde, x_rest.to(x_tilde.dtype)]) if len(x_tilde) else x_rest.float()
+                k = y_tilde.shape[1] if len(y_tilde) else phi(x_rest[:1].to(device)).shape[1]
+            inputs.append(x_rest.float())
+            targets.append(F.one_hot(y_rest.long(), k).float())
+        if not inputs:
+            raise WorkspaceError("BIR treatment needs at least one identified or remaining sample")
+        inputs, targets = torch.cat(inputs), torch.cat(targets)
         source = _Source((inputs, targets), batch_size=batch_size, shuffle=True, seed=seed)
         n_treated, n_remaining = len(y_tilde), len(y_rest)
         batches = source

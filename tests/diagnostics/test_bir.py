@@ -272,6 +272,12 @@ def test_treatment_trains_on_soft_labels_of_the_aligned_samples():
         torch.testing.assert_close(torch.softmax(out.model(x_tilde), 1), y_tilde, atol=0.01, rtol=0)
 
 
+def test_treatment_with_nothing_identified_fine_tunes_on_the_remaining_samples(toy):
+    model, x, y = toy
+    out = bir.treat(model, model, (x[:0], y[:0]), (x[:8], y[:8]), subset=_subset(model, "fc"), max_epochs=1)
+    assert out.n_treated == 0 and out.n_remaining == 8 and out.epochs == 1
+
+
 def test_treatment_from_batch_sources(toy):
     model, x, y = toy
     theta = copy.deepcopy(model.state_dict())
