@@ -23,9 +23,10 @@ follows is our reading, not the paper's algorithm:
    the held-out set with the masked model (masked embeddings, the retrained head's
    predictions; NaN classes left out). Lower is better: no neuron then separates a class's
    errors from its successes. Among the masked original head (epoch 0) and the head after
-   every epoch, the lowest SFit wins. A head that misclassifies every held-out sample of a
-   class drops that class from SFit; we accept that blind spot (it is visible in the
-   per-class accuracy) rather than invent a penalty.
+   every epoch, the lowest SFit wins (ties: the earlier one). A head that misclassifies every
+   held-out sample of a class drops that class from SFit; we accept that blind spot (it is
+   visible in the per-class accuracy) rather than invent a penalty, but refuse a mask that
+   drops every neuron (a constant head would score a perfect 0).
 
 Everything here works on arrays and small ``nn.Linear`` heads; no file I/O.
 """
@@ -338,7 +339,8 @@ def retrain_head(
         :class:`HeadRetraining`.
 
     Raises:
-        WorkspaceError: a bad option, shapes that do not match the head.
+        WorkspaceError: a bad option, shapes that do not match the head, a mask that drops
+            every neuron.
         Cancelled: ``should_stop()`` returned True.
     """
     _check_choice("init", init, INITS)
@@ -349,6 +351,11 @@ def retrain_head(
     if x.shape[1] != head.in_features or hx.shape[1] != head.in_features:
         raise WorkspaceError(f"the head takes {head.in_features} inputs; the embeddings have "
                              f"{x.shape[1]} (train) and {hx.shape[1]} (held-out)")
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.shape == (head.in_features,) and not mask.any():
+        # the head could only output its bias, and SFit (no class with both right and wrong
+        # samples) would call that perfect
+        raise WorkspaceError("the spurious set covers every neuron; raise lambda or use the rule 'all'")
     device = torch.device(device)
     k = head.out_features
     xt = torch.as_tensor(x, dtype=torch.float32)
