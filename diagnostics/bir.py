@@ -75,7 +75,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from workspace.errors import Cancelled, WorkspaceError
 from workspace.layers import Unit, freeze_except, train_mode_setter
-from workspace.training import FitResult, Patience, fit
+from workspace.training import Patience, fit
 
 BN_MODES = ("frozen", "train")
 LOG_1_05 = math.log(1.05)  # the threshold A.5 recommends
@@ -343,7 +343,7 @@ def identify_layers(
     lr: float = 1e-3,
     batch_size: int = 16,
     patience: int = 2,
-    max_epochs: int = 50,
+    max_epochs: int = 30,
     bn: str = "frozen",
     device: torch.device | str = "cpu",
     seed: int = 0,
@@ -416,12 +416,11 @@ def identify_layers(
     stopper = Patience(patience)
     stopper(0, first)
     epoch_losses = [first]
-    result = FitResult(0, None)
     if max_epochs > 1:
-        result = fit(phi, lambda e: source(e + 1), _hard_loss(phi, device), optimizer, epochs=max_epochs - 1,
-                     steps_per_epoch=source.steps, device=device, set_train_mode=setter,
-                     on_step=steps.on_step, should_stop=should_stop, stop_epoch=stopper,
-                     on_eval=lambda e, s, m: epoch_losses.append(m) if m is not None else None)
+        fit(phi, lambda e: source(e + 1), _hard_loss(phi, device), optimizer, epochs=max_epochs - 1,
+            steps_per_epoch=source.steps, device=device, set_train_mode=setter,
+            on_step=steps.on_step, should_stop=should_stop, stop_epoch=stopper,
+            on_eval=lambda e, s, m: epoch_losses.append(m) if m is not None else None)
     steps.finish()
     phi_loss = mean_loss(phi, reserved, device=device, batch_size=eval_batch)
     for p in phi.parameters():
