@@ -224,6 +224,37 @@ def generate_shapes(seed: int = DATA_SEED, n_train: int = N_TRAIN, n_eval: int =
     return out
 
 
+RESERVED_SEED = DATA_SEED + 7919  # any seed other than the train/eval one
+N_RESERVED = 300
+
+
+def generate_shapes_reserved(n: int = N_RESERVED, seed: int = RESERVED_SEED) -> dict[str, np.ndarray]:
+    """A small clean reserved set for the shapes demo (BIR's ``D_r``).
+
+    Drawn like the training images (grass with the training rates: 85 % of triangles, 5 % of
+    the others; the same small-blob and cloud rates) but with balanced classes and correct
+    labels, from its own seed, so it never repeats a train or eval image.
+
+    Returns:
+        ``images`` (n, 32, 32, 3) uint8, ``labels`` (n,) int64 (n // 10 per class, the rest
+        to the first classes), ``masks`` (n, 32, 32) uint8, ``grass`` (n,) bool.
+    """
+    rng = np.random.default_rng(seed)
+    k = len(SHAPE_CLASSES)
+    target = SHAPE_CLASSES.index(PLANTED_SHAPES["spurious"]["class"])
+    labels = np.tile(np.arange(k), n // k + 1)[:n]
+    rng.shuffle(labels)
+    grass = rng.random(n) < np.where(labels == target, GRASS_TRAIN_TARGET, GRASS_TRAIN_OTHER)
+    cloud = rng.random(n) < 0.35
+    tiny = rng.random(n) < np.array([TINY_RATE.get(name, TINY_RATE_OTHER) for name in SHAPE_CLASSES])[labels]
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for i in range(n):
+        images[i], masks[i] = render_shape_image(rng, SHAPE_CLASSES[labels[i]], grass=bool(grass[i]),
+                                                 cloud=bool(cloud[i]), tiny=bool(tiny[i]))
+    return {"images": images, "labels": labels.astype(np.int64), "masks": masks, "grass": grass}
+
+
 DIGIT_COLOURS = np.array([
     [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
