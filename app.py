@@ -22,7 +22,7 @@ PAGES = [
     st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
     st.Page("pages/triplets.py", title="Bias triplets", icon=":material/balance:"),
     st.Page("pages/wos.py", title="What-if (w-os)", icon=":material/tune:"),
-    st.Page("pages/gradcam.py", title="Grad-CAM associations", icon=":material/visibility:"),
+    st.Page("pages/gradcam.py", title="Grad-CAM", icon=":material/visibility:"),
     st.Page("pages/gradients.py", title="Gradient scores", icon=":material/insights:"),
     st.Page("pages/weakspots.py", title="Weakspots", icon=":material/scatter_plot:"),
     st.Page("pages/repair.py", title="Repair", icon=":material/build:"),

@@ -23,7 +23,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
-PAGES = ["Confusion", "Bias triplets", "What-if (w-os)", "Grad-CAM associations", "Gradient scores",
+PAGES = ["Confusion", "Bias triplets", "What-if (w-os)", "Grad-CAM", "Gradient scores",
          "Weakspots", "Repair", "Overview"]
 
 pytestmark = pytest.mark.browser
