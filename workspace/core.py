@@ -19,6 +19,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,7 @@ from workspace.cache import OUTPUTS_FORMAT, InferenceOutputs, Progress, make_loa
 from workspace.config import ModelSpec, WorkspaceConfig, load_config
 from workspace.data import ImageDataset, ImageSplit, build_transform, load_splits
 from workspace.errors import WorkspaceError
+from workspace.layers import MaskedLinear, install_masked_head
 from workspace.models import (
     EmbeddingTap, apply_state_dict, build_model_with_weights, check_output_size, is_scripted, load_checkpoint,
     model_capabilities, select_device,
@@ -34,6 +36,7 @@ from workspace.models import (
 from workspace.store import Store
 
 SPLITS = ("train", "eval")
+OPTIONAL_SPLITS = ("reserved", "validation")
 ORIG = "orig"
 
 
@@ -101,9 +104,23 @@ class Workspace:
         return [w for s in self.splits.values() for w in getattr(s, "warnings", [])]
 
     def split(self, name: str) -> ImageSplit:
-        if name not in SPLITS:
-            raise WorkspaceError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        """A split: "train", "eval", or an optional one the workspace defines ("reserved", "validation")."""
+        if name not in SPLITS and name not in OPTIONAL_SPLITS:
+            raise WorkspaceError(f"split must be one of {', '.join(SPLITS + OPTIONAL_SPLITS)}, got {name!r}")
+        if name not in self.splits:
+            raise WorkspaceError(f"this workspace has no {name} split (set [data] {name} = \"...\" in workspace.toml)")
         return self.splits[name]
+
+    def has_split(self, name: str) -> bool:
+        return name in self.splits
+
+    def groups(self, split: str = "eval") -> tuple[np.ndarray, list[str]] | None:
+        """Group ids (N,) per split position and the group names, when the workspace defines groups
+        (the demos do: the samples that break the planted spurious correlation), else None."""
+        found = ((self.planted or {}).get("groups") or {}).get(split)
+        if not found:
+            return None
+        return np.asarray(found["ids"], dtype=np.int64), list(found["names"])
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -187,7 +204,13 @@ class Workspace:
             if is_scripted(model):
                 model = torch.jit.load(row["path"], map_location="cpu")
             else:
-                apply_state_dict(model, load_checkpoint(Path(row["path"])), source=row["id"])
+                state = load_checkpoint(Path(row["path"]))
+                for key in [k for k in state if k.endswith(".mask")]:  # a head regulated by a neuron mask
+                    name = key[: -len(".mask")]
+                    module = dict(model.named_modules()).get(name)
+                    if isinstance(module, nn.Linear) and not isinstance(module, MaskedLinear):
+                        install_masked_head(model, name, state[key].numpy())
+                apply_state_dict(model, state, source=row["id"])
         check_output_size(model, self.example_input(), self.num_classes)
         return model.eval()
 

@@ -68,10 +68,19 @@ def open_shapes_demo(progress: Progress | None = None) -> Workspace:
         splits[split] = ArraySplit(data[f"{split}_images"], data[f"{split}_labels"], names)
         per_image = [{1: names[t], 2: "grass", 3: "cloud"} for t in data[f"{split}_true"]]
         masks[split] = LabelMapMasks(data[f"{split}_masks"], per_image)
+    reserved = _load_or_make(state / f"shapes-reserved-v{DATA_VERSION}.npz", demo.generate_shapes_reserved)
+    splits["reserved"] = ArraySplit(reserved["images"], reserved["labels"], names)
+    target = names.index(demo.PLANTED_SHAPES["spurious"]["class"])
+    grass = (data["eval_masks"] == 2).any(axis=(1, 2))
+    group = 2 * (data["eval_true"] != target) + (~grass)  # the spurious cue (grass) x the class it fakes
     planted = {
         **demo.PLANTED_SHAPES,
         "flipped_labels": data["flipped"].tolist(),
+        "true_labels": data["train_true"].tolist(),
         "minority": data["minority"].tolist(),
+        "groups": {"eval": {"names": [f"{names[target]} with grass", f"{names[target]} without grass",
+                                      "other classes with grass", "other classes without grass"],
+                            "ids": group.astype(int).tolist()}},
     }
     return Workspace(_config("demo (shapes)", weights, names, "flip_crop"), state_dir=state,
                      splits=splits, planted=planted, masks=masks, spec="demo")
@@ -94,6 +103,8 @@ def open_digits_demo(bias: float = 0.95, progress: Progress | None = None) -> Wo
         "flipped_labels": [],
         "minority": data["minority"].tolist(),
         "bias_ratio": bias,
+        "groups": {"eval": {"names": ["colour of its class", "colour of another class"],
+                            "ids": (data["eval_colour"] != data["eval_labels"]).astype(int).tolist()}},
     }
     # digits are drawn without flips: a mirrored 2 is not a 2
     return Workspace(_config(f"demo-digits (bias {bias:g})", weights, names, "crop"), state_dir=state,

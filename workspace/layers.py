@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from workspace.errors import WorkspaceError
@@ -180,3 +182,83 @@ def train_mode_setter(model: nn.Module, frozen_modules: list[str]):
             modules[n].eval()
 
     return set_mode
+
+
+# ---- a head with a fixed neuron mask (NeuronTune-style regulation) ---------------------------------
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` whose input is multiplied by a fixed mask: ``W (x * mask) + b``.
+
+    The mask is a buffer, so it is saved in (and restored from) the state dict under
+    ``<head>.mask`` next to ``<head>.weight`` and ``<head>.bias``, which keep their names.
+
+    Args:
+        in_features, out_features, bias: as for ``nn.Linear``.
+        mask: (in_features,) 0/1 keep-mask (1 keeps a neuron).
+    """
+
+    def __init__(self, in_features: int, out_features: int, mask, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        mask = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device)
+        if mask.shape != (in_features,):
+            raise WorkspaceError(f"the neuron mask has {tuple(mask.shape)} entries; the head takes {in_features}")
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mask) -> "MaskedLinear":
+        """A masked copy of ``linear`` (same weights, device and dtype)."""
+        out = cls(linear.in_features, linear.out_features, mask, bias=linear.bias is not None,
+                  device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            out.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                out.bias.copy_(linear.bias)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x * self.mask, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, masked={int((self.mask == 0).sum())}"
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        getattr(parent, child)
+    except AttributeError:
+        raise WorkspaceError(f"the model has no module {name!r}") from None
+    return parent, child
+
+
+def install_masked_head(model: nn.Module, name: str, mask, *, head: nn.Linear | None = None) -> MaskedLinear:
+    """Replace the ``nn.Linear`` at ``name`` (e.g. ``"fc"``) by a :class:`MaskedLinear`, in place.
+
+    Args:
+        model: the model to modify (pass a copy to keep the original).
+        name: dotted module name of the head.
+        mask: (D,) keep-mask.
+        head: weights for the new head (e.g. from :func:`retrain_head`); default: the
+            current head's weights.
+
+    Returns:
+        The installed module.
+
+    Raises:
+        WorkspaceError: no such module, or it is not an ``nn.Linear``.
+    """
+    parent, child = _parent(model, name)
+    current = getattr(parent, child)
+    if not isinstance(current, nn.Linear):
+        raise WorkspaceError(f"{name!r} is a {type(current).__name__}, not the nn.Linear head")
+    source = head if head is not None else current
+    masked = MaskedLinear.from_linear(source, mask)
+    masked.to(device=current.weight.device, dtype=current.weight.dtype)
+    setattr(parent, child, masked)
+    return masked
+
+
+def mask_from_state_dict(state: dict, name: str) -> np.ndarray | None:
+    """The keep-mask a state dict carries for the head ``name`` (``<name>.mask``), or None."""
+    value = state.get(f"{name}.mask")
+    return None if value is None else np.asarray(torch.as_tensor(value).detach().cpu().numpy(), dtype=np.float32)
