@@ -234,8 +234,11 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
         :func:`diagnostics.gradients.score_table`'s frame with ``noisy`` replaced by the
         calibrated flag and the evidence of :func:`diagnostics.noise.noise_table` added
         (``p_label, p_pred, ce, entropy, noisy_paper, noise_rank``; export with
-        :data:`EXPORT_COLUMNS`). ``frame.attrs``: ``delta``, the noise numbers of
-        :func:`diagnostics.noise.noise_summary`, ``source``, ``lam``, ``effective_share`` and,
+        :data:`EXPORT_COLUMNS`). When scoring the train split, the eval split's outputs are
+        the flag's held-out baseline. ``frame.attrs``: the attrs of
+        :func:`diagnostics.noise.noise_table` (``delta``, ``noise_count``, ``noise_default``,
+        ``confident_errors``, ``heldout_share``, ...), ``heldout_split``, ``source``, ``lam``,
+        ``effective_share`` and,
         on the demo, the planted recovery of both flags (``flip_recall``/``clean_flagged``
         for the calibrated flag, ``flip_recall_paper``/``clean_flagged_paper`` for the paper's).
     """
@@ -261,7 +264,9 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
             model, bias_out = ws.model(version), outputs
         grads = compute_gradients(ws, model, bias_out, split=split, params=params, k=k, progress=progress)
         frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
-        frame = _with_noise_flags(frame, outputs)
+        # the held-out baseline of the calibrated flag: the eval split when scoring train
+        heldout = ws.outputs("eval", version, progress=progress) if split == "train" else None
+        frame = _with_noise_flags(frame, outputs, heldout)
         frame.attrs.update({"source": biased_model or version, "version": version, "params": params,
                             "k": int(k) if params == "all" else None, "lam": float(lam),
                             "effective_share": effective_share(frame["p_s"].to_numpy())})
@@ -276,9 +281,12 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
                                        version=SCORES_FORMAT, rebuild=rebuild)
 
 
-def _with_noise_flags(frame: pd.DataFrame, outputs: InferenceOutputs) -> pd.DataFrame:
+def _with_noise_flags(frame: pd.DataFrame, outputs: InferenceOutputs,
+                      heldout: InferenceOutputs | None) -> pd.DataFrame:
     """The score table with the calibrated flag as ``noisy`` and the evidence columns after it."""
-    table = noise.noise_table(outputs.probs, outputs.labels)
+    table = noise.noise_table(outputs.probs, outputs.labels,
+                              heldout_probs=None if heldout is None else heldout.probs,
+                              heldout_labels=None if heldout is None else heldout.labels)
     table.index = outputs.indices
     rows = table.reindex(frame["index"].to_numpy())
     attrs = dict(frame.attrs)
@@ -289,7 +297,7 @@ def _with_noise_flags(frame: pd.DataFrame, outputs: InferenceOutputs) -> pd.Data
     for column in ("noisy", "noisy_paper"):
         frame[column] = rows[column].eq(True).to_numpy()
     frame["noise_rank"] = rows["noise_rank"].fillna(0).to_numpy(dtype=np.int64)
-    frame.attrs = {**attrs, **table.attrs}
+    frame.attrs = {**attrs, **table.attrs, "heldout_split": None if heldout is None else heldout.split}
     return frame
 
 
@@ -301,8 +309,7 @@ def flag_count(frame: pd.DataFrame, count: int) -> pd.DataFrame:
     """
     out = frame.copy()
     out["noisy"] = noise.flag_top(out["noise_rank"].to_numpy(), int(count))
-    out.attrs = {**frame.attrs, **noise.noise_summary(out, delta=frame.attrs["delta"],
-                                                      estimate=frame.attrs["noise_estimate"])}
+    out.attrs = {**frame.attrs, **noise.noise_summary(out, delta=frame.attrs["delta"])}
     return out
 
 
@@ -358,8 +365,8 @@ def _gradients_args(p) -> None:
     p.add_argument("--biased-model", default="loaded", choices=["loaded", "gce"],
                    help="score with the loaded model (default) or a GCE-trained biased model")
     p.add_argument("--flag-share", type=finite_float, default=None,
-                   help="flag at most this share of the split as likely mislabelled, e.g. 0.002 (default: the "
-                        "confident-learning estimate)")
+                   help="flag this share of the split as likely mislabelled, most suspicious first, e.g. 0.001 "
+                        "(default: the confident-learning count beyond the model's held-out error rate)")
     p.add_argument("--out", required=True, type=Path, help="CSV file to write (never overwritten)")
 
 
@@ -388,18 +395,19 @@ def run_gradients(args: argparse.Namespace) -> dict:
         "out": str(out), "split": args.split, "rows": len(frame), "params": args.params,
         "biased_model": args.biased_model, "lam": float(args.lam), "columns": EXPORT_COLUMNS,
         "delta": float(a["delta"]), "noisy": a["noise_count"], "noisy_share": a["noisy_share"],
-        "noise_threshold": None if np.isnan(a["noise_threshold"]) else a["noise_threshold"],
-        "noise_estimate": a["noise_estimate"], "noisy_paper": int(frame["noisy_paper"].sum()),
+        "noise_default": a["noise_default"], "confident_errors": a["confident_errors"],
+        "heldout_share": a["heldout_share"], "noisy_paper": int(frame["noisy_paper"].sum()),
         "noisy_paper_share": a["noisy_paper_share"], "effective_share": float(a["effective_share"]),
         "p_s": {"min": float(frame["p_s"].min()), "median": float(frame["p_s"].median())},
         **{k: a[k] for k in PLANTED_KEYS if k in a},
     }
     planted = "".join(f"; {k} {result[k]:.3f}" for k in PLANTED_KEYS if k in result)
-    cut = "" if result["noise_threshold"] is None else f", compensated loss >= {result['noise_threshold']:.3g}"
+    held = ("" if result["heldout_share"] is None else
+            f", {result['heldout_share']:.2%} on the held-out {a['heldout_split']} split")
     result["text"] = (
         f"wrote {len(frame)} rows to {out}\n"
-        f"likely mislabelled: {result['noisy']} ({result['noisy_share']:.2%}{cut}; confident-learning estimate "
-        f"{result['noise_estimate']})\n"
+        f"likely mislabelled: {result['noisy']} ({result['noisy_share']:.2%}; default {result['noise_default']}: "
+        f"confident errors {result['confident_errors'] / max(len(frame), 1):.2%} of the split{held})\n"
         f"paper's rule CE/H >= delta {result['delta']:.3f}: {result['noisy_paper']} "
         f"({result['noisy_paper_share']:.2%})\n"
         f"p_s (lambda {args.lam:g}): effective sample share {result['effective_share']:.3f}, median p_s "

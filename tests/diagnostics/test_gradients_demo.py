@@ -14,14 +14,17 @@ def test_noise_flags_recover_flipped_labels_on_demo(demo_ws, demo_train):
     noisy, paper = frame["noisy"].to_numpy(), frame["noisy_paper"].to_numpy()
     # the paper's rule finds nearly every flip but also 6 % of the clean samples (measured 0.967 / 0.061)
     assert paper[flipped].mean() >= 0.90 and paper[~flipped].mean() <= 0.10
-    # the calibrated flag: the confident-learning count (215 for 240 flips) caps recall at 0.90, and 9 flips
-    # the model has learnt (predicted as their wrong label) are out of reach; measured 0.838 / 0.0024
-    assert noisy[flipped].mean() >= 0.75
-    assert noisy[~flipped].mean() <= 0.01
-    assert flipped[noisy].mean() >= 0.85  # precision, measured 0.935 (the paper's rule: 0.40)
+    # the calibrated flag keeps only confident disagreements beyond the model's own held-out rate
+    # per class pair: conservative by design (measured recall 0.467, clean 0.0003, precision 0.98)
+    assert noisy[flipped].mean() >= 0.40
+    assert noisy[~flipped].mean() <= 0.002
+    assert flipped[noisy].mean() >= 0.90
     assert frame.attrs["flip_recall"] == noisy[flipped].mean()
     assert frame.attrs["flip_recall_paper"] == paper[flipped].mean()
     assert frame.attrs["noisy_share"] < frame.attrs["noisy_paper_share"] / 2
+    # moving the count up to the number of flips recovers most of them, still far above chance
+    wider = R.flag_count(frame, len(demo_ws.planted["flipped_labels"]))["noisy"].to_numpy()
+    assert wider[flipped].mean() >= 0.75 and flipped[wider].mean() >= 0.75
 
 
 def test_default_lambda_keeps_p_s_usable_and_lambda_one_collapses_it(demo_ws, demo_train):

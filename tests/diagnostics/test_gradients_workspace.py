@@ -42,15 +42,18 @@ def test_compute_scores_columns_cache_and_contract(tiny):
     assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"] + N.NOISE_COLUMNS) <= set(frame.columns)
     assert frame.attrs["lam"] == 0.0  # the default: S = M, a usable sampler
     assert not (frame["noisy"] & ~frame["noisy_paper"]).any()
-    out = tiny.outputs("train")
-    expected = N.noise_table(out.probs, out.labels)  # the loaded model's outputs drive the flags
+    out, held = tiny.outputs("train"), tiny.outputs("eval")  # the loaded model's outputs drive the flags
+    expected = N.noise_table(out.probs, out.labels, heldout_probs=held.probs, heldout_labels=held.labels)
     np.testing.assert_array_equal(frame["noisy"], expected["noisy"])
     np.testing.assert_array_equal(frame["noise_rank"], expected["noise_rank"])
-    assert frame.attrs["noise_estimate"] == expected.attrs["noise_estimate"]
+    assert frame.attrs["noise_default"] == expected.attrs["noise_default"]
+    assert frame.attrs["heldout_split"] == "eval" and frame.attrs["heldout_share"] == expected.attrs["heldout_share"]
+    on_eval = R.compute_scores(tiny, split="eval")  # out-of-sample already: no baseline
+    assert on_eval.attrs["heldout_split"] is None and on_eval.attrs["heldout_share"] is None
     assert len(frame) == 12 and frame["index"].tolist() == list(range(12))
     assert ((frame["p_s"] > 0) & (frame["p_s"] <= 1)).all() and frame["p_s"].max() == 1.0
     assert frame.attrs["delta"] > 0
-    files = list((tiny.state_dir / "artifacts" / "gradient-scores").rglob("meta.json"))
+    files = list((tiny.state_dir / "artifacts" / "gradient-scores" / "orig" / "train").rglob("meta.json"))
     assert len(files) == 1
     again = R.compute_scores(tiny)  # from disk
     pd.testing.assert_frame_equal(frame, again)
@@ -121,9 +124,9 @@ def test_cli_flag_share_tightens_the_flag(tiny_workspace, tmp_path, capsys):
                           "--flag-share", str(1 / 12)]) == 0
     text = capsys.readouterr().out
     csv = pd.read_csv(out)
-    assert csv["noisy"].sum() == 1 and "likely mislabelled: 1 (8.33%" in text
-    top = frame.loc[frame["noisy_paper"], "comp_loss"].idxmax()
-    assert csv.loc[csv["noisy"], "index"].tolist() == [frame.loc[top, "index"]]  # the highest L~ of the paper's
+    assert csv["noisy"].sum() == 1 and "likely mislabelled: 1 (8.33%;" in text
+    top = frame.loc[frame["noise_rank"] == 1, "index"].tolist()
+    assert csv.loc[csv["noisy"], "index"].tolist() == top  # the most suspicious sample
 
 
 def test_flag_count_redraws_the_flag_without_touching_the_stored_table(tiny):
@@ -132,7 +135,8 @@ def test_flag_count_redraws_the_flag_without_touching_the_stored_table(tiny):
     tight = R.flag_count(frame, 1)
     assert tight["noisy"].sum() == 1 and tight.attrs["noise_count"] == 1
     assert tight.attrs["noisy_share"] == pytest.approx(1 / 12)
-    assert tight.attrs["noise_threshold"] == frame.loc[frame["noisy_paper"], "comp_loss"].max()
+    assert tight["noisy"].tolist() == (frame["noise_rank"] == 1).tolist()
+    assert tight.attrs["noise_threshold"] == frame.loc[frame["noise_rank"] == 1, "comp_loss"].item()
     assert R.flag_count(frame, 1000)["noisy"].sum() == paper
     pd.testing.assert_frame_equal(R.compute_scores(tiny), frame)
 
