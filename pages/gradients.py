@@ -14,7 +14,7 @@ st.caption(
     "model, scored per class: bias-conflicting **minority** samples get a high sampling probability p_s (PGD paper, "
     "section 4). Separately, samples whose given label the model contradicts are flagged **likely mislabelled**."
 )
-st.caption(W.GLOSSARY)
+st.caption("  \n".join(f"**{name}**: {meaning}" for name, meaning in W.GLOSSARY.items()))
 if ws.multi_label:
     st.info("Gradient scores and the noise split are defined for single-label workspaces only.")
     st.stop()
@@ -44,13 +44,7 @@ if share < 0.01:
 # ---- the likely-mislabelled flag ---------------------------------------------------------
 st.subheader("Likely mislabelled")
 frame = W.noise_flag(frame)
-if "flip_recall" in frame.attrs:
-    c1, c2 = st.columns(2)
-    c1.metric("Flipped labels flagged (default flag)", f"{frame.attrs['flip_recall']:.1%}",
-              delta=f"clean flagged {frame.attrs['clean_flagged']:.1%}", delta_color="off",
-              help="demo ground truth, at the default count")
-    c2.metric("Flipped labels flagged (paper's rule)", f"{frame.attrs['flip_recall_paper']:.1%}",
-              delta=f"clean flagged {frame.attrs['clean_flagged_paper']:.1%}", delta_color="off")
+W.planted_recovery(frame, planted)
 
 # ---- histograms ----------------------------------------------------------------------
 st.subheader("Score distributions")

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from diagnostics import gce
+from diagnostics import gradients as G
 from diagnostics import run_gradients as R
 from diagnostics.figures_gradients import format_log, format_value
 from pages import ui
@@ -17,16 +18,17 @@ from workspace.errors import Cancelled, WorkspaceError
 
 LOADED, GCE = "loaded model", "GCE biased model (PGD paper, q = 0.7)"
 VERDICTS = {"mislabelled": "confirm mislabelled", "not mislabelled": "not mislabelled"}
-GLOSSARY = (
-    "**M** magnitude score: 1/‖g‖ normalised over the class (high = small gradient, a typical sample) · "
-    "**D** direction score: von Mises-Fisher likelihood of the gradient's direction, normalised over the class "
-    "(high = the class's usual direction) · **S** their weighted harmonic mean (lambda = 0: S = M) · "
-    "**p_s** = min S / S, the rejection sampler's keep probability (high = rare, likely bias-conflicting "
-    "minority) · **compensated loss** L~ = CE / H, the label's cross-entropy over the prediction's entropy · "
-    "**likely mislabelled**: the paper's rule L~ ≥ delta keeps its ranking, and confident learning sets how "
-    "many to flag (samples for which the model is at least as sure of another class as it usually is of that "
-    "class)."
-)
+GLOSSARY = {
+    "M": "magnitude score, 1/‖g‖ normalised over the class: high = small gradient, a typical sample",
+    "D": "direction score, von Mises-Fisher likelihood of the gradient's direction in its class: high = the usual "
+         "direction",
+    "S": "weighted harmonic mean of M and D (lambda = 0: S = M)",
+    "p_s": "min S / S, the pgd rejection sampler's keep probability: high = rare, likely bias-conflicting minority",
+    "compensated loss": "L~ = CE / H, the given label's cross-entropy over the prediction's entropy (PGD eq. 2)",
+    "likely mislabelled": "among the paper's flags (L~ ≥ delta), per (label, prediction) pair, as many as the model "
+                          "is confidently wrong beyond its own rate on held-out data (confident learning), highest L~ "
+                          "first",
+}
 
 
 @dataclass(frozen=True)
@@ -136,31 +138,45 @@ def compute(ws, version: str, opts: Options) -> pd.DataFrame | None:
 
 
 def noise_flag(frame: pd.DataFrame) -> pd.DataFrame:
-    """The likely-mislabelled slider (how many of the paper's flags to keep) and what it used.
+    """The likely-mislabelled slider (how many of the paper's flags to keep) and what the flag used.
 
-    Returns the frame with ``noisy`` at the chosen count (the calibrated default untouched).
+    Returns the frame with ``noisy`` at the chosen count (the stored table is not changed).
     """
     a = frame.attrs
-    paper = int(frame["noisy_paper"].sum())
-    default = int(frame["noisy"].sum())
+    paper, default, n = int(frame["noisy_paper"].sum()), int(a["noise_default"]), len(frame)
     if paper == 0:
         st.caption("No sample reaches the paper's threshold (compensated loss ≥ delta): nothing to flag.")
         return frame
     count = int(st.slider(
         "Samples flagged as likely mislabelled (most suspicious first)", 0, paper, default, key=f"grad_flag_n_{paper}",
-        help=f"Default {default}: the confident-learning estimate of label errors ({a['noise_estimate']}), at most "
-             f"the {paper} samples of the paper's rule. Move left to keep only the strongest evidence."))
+        help=f"Default {default}; up to the {paper} samples of the paper's rule. Left: keep only the strongest "
+             "evidence; right: add the paper's other flags by compensated loss."))
     frame = R.flag_count(frame, count) if count != default else frame
     a = frame.attrs
-    t = [x for x in a.get("class_thresholds", []) if x is not None]
-    span = f"{min(t):.2f} to {max(t):.2f}" if t else "n/a"
-    cut = "" if np.isnan(a["noise_threshold"]) else f" (compensated loss ≥ {format_value(a['noise_threshold'])})"
+    t = [x for x in a.get("class_thresholds", []) if x is not None] or [float("nan")]
+    held = ("" if a.get("heldout_share") is None else
+            f", {a['heldout_share']:.1%} on the held-out {a['heldout_split']} split, whose labels are taken as "
+            "correct; the excess per (label, prediction) pair is flagged")
     st.caption(
-        f"Flagged **{a['noise_count']:,}** of {len(frame):,} samples (**{a['noisy_share']:.2%}**){cut}: the paper's "
-        f"rule L~ ≥ delta = {a['delta']:.3f} alone flags {paper:,} ({a['noisy_paper_share']:.2%}); confident learning "
-        f"counts {a['noise_estimate']:,} samples whose probability of another class reaches that class's average "
-        f"self-confidence (per-class thresholds {span}).")
+        f"Flagged **{a['noise_count']:,}** of {n:,} samples (**{a['noisy_share']:.2%}**), default {default:,}. "
+        f"Paper's rule (compensated loss ≥ delta = {a['delta']:.3f}): {paper:,} ({a['noisy_paper_share']:.2%}). "
+        f"Threshold used: the model puts at least its average self-confidence in another class "
+        f"(per-class thresholds {min(t):.2f} to {max(t):.2f}) on {a['confident_errors'] / max(n, 1):.1%} of these "
+        f"samples{held}.")
     return frame
+
+
+def planted_recovery(frame: pd.DataFrame, planted: dict | None) -> None:
+    """Demo ground truth: flipped labels found by the flag at the chosen count and by the paper's rule."""
+    now = G.planted_summary(frame, planted)
+    if "flip_recall" not in now:
+        return
+    c1, c2 = st.columns(2)
+    c1.metric("Flipped labels flagged (this count)", f"{now['flip_recall']:.1%}",
+              delta=f"clean flagged {now['clean_flagged']:.2%}", delta_color="off",
+              help=f"demo ground truth: {len(planted['flipped_labels'])} planted flips")
+    c2.metric("Flipped labels flagged (paper's rule)", f"{frame.attrs['flip_recall_paper']:.1%}",
+              delta=f"clean flagged {frame.attrs['clean_flagged_paper']:.2%}", delta_color="off")
 
 
 def caption(row, names) -> str:
@@ -179,8 +195,9 @@ def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: i
         return
     names = ws.class_names
     data = ws.split("train")
-    cols = st.columns(columns)
     for j, row in enumerate(rows.itertuples()):
+        if j % columns == 0:  # a fresh row of columns keeps the images aligned under captions of any height
+            cols = st.columns(columns)
         index = int(row.index)
         key = f"train:{index}"
         with cols[j % columns]:

