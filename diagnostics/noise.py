@@ -21,11 +21,14 @@ subsection "Count: characterize and find label errors using the confident joint"
 2. **Departure: a held-out baseline.** CL assumes out-of-sample probabilities; here they are
    the model's on the split it scores, and a model that does not fit that split (the ResNet-56
    gets 89 % of the CIFAR-10 train JPEGs right) is confidently wrong on thousands of correctly
-   labelled images (``C`` counts 5.5 % of them). The same test (same ``t_j``) on the labelled
-   held-out split counts how often the model is confidently wrong on (presumed) correct
-   labels; per pair, the excess ``m[i, j] = round(max(0, C[i, j] - n_i * E[i, j] / n'_i))``
-   is taken as label errors. The held-out error rate is at least the train one (generalisation
-   gap), so this errs on the side of flagging too few, never on flagging the model's own errors.
+   labelled images (``C`` counts 5.5 % of the split). The same test (same ``t_j``) on the
+   labelled held-out split counts how often the model is confidently wrong on (presumed)
+   correct labels; per pair, the excess ``m[i, j] = round(max(0, C[i, j] - n_i * E[i, j] / n'_i))``
+   is taken as label errors. The held-out error rate is usually above the train one
+   (generalisation gap), so this errs on the side of flagging too few rather than flagging the
+   model's own errors; in-sample probabilities also hide part of the errors (a model fit to a
+   wrong label lowers its probability of the true class: ``C`` holds only half of the demo's
+   planted flips).
 3. In each pair, the ``m[i, j]`` samples of highest ``L~`` among the paper's flags labelled
    ``i`` and predicted ``j`` are flagged (CL's "prune by noise rate", subsection "Rank and
    prune: data cleaning", with the PGD ranking in place of CL's margin).

@@ -238,9 +238,9 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
         the flag's held-out baseline. ``frame.attrs``: the attrs of
         :func:`diagnostics.noise.noise_table` (``delta``, ``noise_count``, ``noise_default``,
         ``confident_errors``, ``heldout_share``, ...), ``heldout_split``, ``source``, ``lam``,
-        ``effective_share`` and,
-        on the demo, the planted recovery of both flags (``flip_recall``/``clean_flagged``
-        for the calibrated flag, ``flip_recall_paper``/``clean_flagged_paper`` for the paper's).
+        ``effective_share`` and, on the demo, the planted recovery of both flags
+        (``flip_recall``/``clean_flagged`` for the calibrated flag,
+        ``flip_recall_paper``/``clean_flagged_paper`` for the paper's).
     """
     if params not in PARAM_CHOICES:
         raise WorkspaceError(f"params must be one of {', '.join(PARAM_CHOICES)}, got {params!r}")
@@ -253,7 +253,10 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
     if biased_model == "gce" and split != "train":
         raise WorkspaceError("the GCE biased model scores the train split only")
     source_key = gce_key(ws) if biased_model == "gce" else version
-    key = content_key(ws.outputs_key(split, version), source_key, params, k if params == "all" else 0, f"{lam:g}")
+    # the eval outputs enter the train table through the flag's held-out baseline
+    heldout_key = ws.outputs_key("eval", version) if split == "train" else None
+    key = content_key(ws.outputs_key(split, version), source_key, params, k if params == "all" else 0, f"{lam:g}",
+                      heldout_key)
 
     def compute() -> pd.DataFrame:
         outputs = ws.outputs(split, version, progress=progress)
@@ -304,8 +307,9 @@ def _with_noise_flags(frame: pd.DataFrame, outputs: InferenceOutputs,
 def flag_count(frame: pd.DataFrame, count: int) -> pd.DataFrame:
     """The score table with ``noisy`` re-drawn to flag ``count`` samples (``attrs`` updated).
 
-    The calibrated flag takes the ``count`` samples of highest compensated loss among the
-    paper's flags (:func:`diagnostics.noise.flag_top`); the stored table is not changed.
+    The ``count`` most suspicious samples by ``noise_rank`` (the default flags first, then the
+    paper's other flags, each by compensated loss: :func:`diagnostics.noise.flag_top`); the
+    stored table is not changed.
     """
     out = frame.copy()
     out["noisy"] = noise.flag_top(out["noise_rank"].to_numpy(), int(count))
