@@ -3,11 +3,13 @@
 Verbs (see :mod:`diagnostics.registry`):
 
     python -m diagnostics gradients --workspace W [--split train] [--params last|all] [--k K]
-        [--lam L] [--biased-model loaded|gce] --out scores.csv [--json]
+        [--lam L] [--biased-model loaded|gce] [--flag-share S] --out scores.csv [--json]
     python -m diagnostics gce --workspace W [--epochs 4] [--lr 1e-3] [--q 0.7]
 
 The CSV has the columns ``index,label,pred,grad_norm,M,D,S,p_s,comp_loss,noisy,log_p_s`` (index =
-position in the split). Score tables, the GCE model's weights and its outputs live in the
+position in the split; ``noisy`` = the calibrated likely-mislabelled flag of :mod:`diagnostics.noise`),
+then the noise evidence ``p_label,p_pred,ce,entropy,noisy_paper,noise_rank`` (``noisy_paper`` =
+the PGD paper's rule CE/H >= delta). Score tables, the GCE model's weights and its outputs live in the
 workspace's artifact store; GCE training is a job of the job runner (kind "gce"), so the page
 can start it in the background, follow its progress and cancel it.
 """
@@ -23,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from diagnostics import gce
+from diagnostics import gce, noise
 from diagnostics.gradients import (
     CSV_COLUMNS, PARAM_CHOICES, _check_python_model, classifier_names, effective_share, last_layer_gradients,
     model_gradients, planted_summary, score_table,
@@ -35,7 +37,11 @@ from workspace.cache import InferenceOutputs, Progress, make_loader, run_inferen
 from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.errors import WorkspaceError
 
-SCORES_FORMAT = 5  # bump when a formula changes: invalidates stored score tables
+SCORES_FORMAT = 6  # bump when a formula changes: invalidates stored score tables
+#: the exported CSV: the contract's columns, then the noise evidence (never remove one)
+EXPORT_COLUMNS = CSV_COLUMNS + noise.NOISE_COLUMNS
+DEFAULT_LAM = 0.0  # S = M: p_s keeps a usable effective sample share (see compute_scores)
+PLANTED_KEYS = ("minority_auc", "flip_recall", "clean_flagged", "flip_recall_paper", "clean_flagged_paper")
 BIASED_CHOICES = (None, "gce")
 GCE_KIND = "gce"
 jobs.register_job_kind(GCE_KIND, "diagnostics.run_gradients:execute_gce",
@@ -208,20 +214,33 @@ def compute_gradients(ws, model: nn.Module, outputs: InferenceOutputs, *, split:
 
 
 def compute_scores(ws, version: str = "orig", *, split: str = "train", params: str = "last", k: int = 256,
-                   lam: float = 1.0, biased_model: str | None = None, progress: Progress | None = None,
+                   lam: float = DEFAULT_LAM, biased_model: str | None = None, progress: Progress | None = None,
                    rebuild: bool = False) -> pd.DataFrame:
     """The score table of a split, from the artifact store or one computation.
 
     Args:
-        version: model version whose outputs drive the noise split and, when
+        version: model version whose outputs drive the noise flags and, when
             ``biased_model`` is None, the gradients.
+        lam: the balance lambda of S (default 0: ``S = M``). With ``lam > 0`` the vMF
+            direction score enters; in the dimension of a classifier gradient its
+            concentration is in the hundreds, D spans hundreds of orders of magnitude and
+            p_s collapses onto a handful of samples (``attrs["effective_share"]`` ~ 1/N on
+            the demo and on a CIFAR-10 ResNet-56), which no sampler can use.
         biased_model: None (the model version itself) or ``"gce"`` (the GCE-trained biased
-            model, trained first if missing).
+            model of the PGD paper, Algorithm 2 step 1, trained first if missing).
         progress: ``progress(done, total)`` over the passes; raise from it to cancel.
 
     Returns:
-        :func:`diagnostics.gradients.score_table`'s frame; ``frame.attrs`` holds ``delta``,
-        ``source`` and, on the demo, the planted-recovery numbers.
+        :func:`diagnostics.gradients.score_table`'s frame with ``noisy`` replaced by the
+        calibrated flag and the evidence of :func:`diagnostics.noise.noise_table` added
+        (``p_label, p_pred, ce, entropy, noisy_paper, noise_rank``; export with
+        :data:`EXPORT_COLUMNS`). When scoring the train split, the eval split's outputs are
+        the flag's held-out baseline. ``frame.attrs``: the attrs of
+        :func:`diagnostics.noise.noise_table` (``delta``, ``noise_count``, ``noise_default``,
+        ``confident_errors``, ``heldout_share``, ...), ``heldout_split``, ``source``, ``lam``,
+        ``effective_share`` and, on the demo, the planted recovery of both flags
+        (``flip_recall``/``clean_flagged`` for the calibrated flag,
+        ``flip_recall_paper``/``clean_flagged_paper`` for the paper's).
     """
     if params not in PARAM_CHOICES:
         raise WorkspaceError(f"params must be one of {', '.join(PARAM_CHOICES)}, got {params!r}")
@@ -234,7 +253,10 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
     if biased_model == "gce" and split != "train":
         raise WorkspaceError("the GCE biased model scores the train split only")
     source_key = gce_key(ws) if biased_model == "gce" else version
-    key = content_key(ws.outputs_key(split, version), source_key, params, k if params == "all" else 0, f"{lam:g}")
+    # the eval outputs enter the train table through the flag's held-out baseline
+    heldout_key = ws.outputs_key("eval", version) if split == "train" else None
+    key = content_key(ws.outputs_key(split, version), source_key, params, k if params == "all" else 0, f"{lam:g}",
+                      heldout_key)
 
     def compute() -> pd.DataFrame:
         outputs = ws.outputs(split, version, progress=progress)
@@ -245,14 +267,59 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
             model, bias_out = ws.model(version), outputs
         grads = compute_gradients(ws, model, bias_out, split=split, params=params, k=k, progress=progress)
         frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
+        # the held-out baseline of the calibrated flag: the eval split when scoring train
+        heldout = ws.outputs("eval", version, progress=progress) if split == "train" else None
+        frame = _with_noise_flags(frame, outputs, heldout)
         frame.attrs.update({"source": biased_model or version, "version": version, "params": params,
                             "k": int(k) if params == "all" else None, "lam": float(lam),
-                            "effective_share": effective_share(frame["p_s"].to_numpy()),
-                            **(planted_summary(frame, ws.planted) if split == "train" else {})})
+                            "effective_share": effective_share(frame["p_s"].to_numpy())})
+        if split == "train":
+            frame.attrs.update(planted_summary(frame, ws.planted))
+            paper = planted_summary(frame.assign(noisy=frame["noisy_paper"]), ws.planted)
+            frame.attrs.update({f"{name}_paper": paper[name] for name in ("flip_recall", "clean_flagged")
+                                if name in paper})
         return frame
 
     return ws.artifacts.get_or_compute("gradient-scores", key, compute, slot=f"{version}/{split}",
                                        version=SCORES_FORMAT, rebuild=rebuild)
+
+
+def _with_noise_flags(frame: pd.DataFrame, outputs: InferenceOutputs,
+                      heldout: InferenceOutputs | None) -> pd.DataFrame:
+    """The score table with the calibrated flag as ``noisy`` and the evidence columns after it."""
+    table = noise.noise_table(outputs.probs, outputs.labels,
+                              heldout_probs=None if heldout is None else heldout.probs,
+                              heldout_labels=None if heldout is None else heldout.labels)
+    table.index = outputs.indices
+    rows = table.reindex(frame["index"].to_numpy())
+    attrs = dict(frame.attrs)
+    frame = frame.copy()
+    for column in noise.NOISE_COLUMNS:
+        frame[column] = rows[column].to_numpy()
+    # a row the noise model did not score (an image it could not load) is never flagged
+    for column in ("noisy", "noisy_paper"):
+        frame[column] = rows[column].eq(True).to_numpy()
+    frame["noise_rank"] = rows["noise_rank"].fillna(0).to_numpy(dtype=np.int64)
+    frame.attrs = {**attrs, **table.attrs, "heldout_split": None if heldout is None else heldout.split}
+    return frame
+
+
+def flag_count(frame: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The score table with ``noisy`` re-drawn to flag ``count`` samples (``attrs`` updated).
+
+    The ``count`` most suspicious samples by ``noise_rank`` (the default flags first, then the
+    paper's other flags, each by compensated loss: :func:`diagnostics.noise.flag_top`); the
+    stored table is not changed.
+    """
+    out = frame.copy()
+    out["noisy"] = noise.flag_top(out["noise_rank"].to_numpy(), int(count))
+    out.attrs = {**frame.attrs, **noise.noise_summary(out, delta=frame.attrs["delta"])}
+    return out
+
+
+def flag_share(frame: pd.DataFrame, share: float | None = None) -> pd.DataFrame:
+    """:func:`flag_count` at ``round(share * N)`` samples; None keeps the stored flag."""
+    return frame if share is None else flag_count(frame, noise.count_for_share(share, len(frame)))
 
 
 def train_sampling_probabilities(ws, version: str = "orig", *, progress: Progress | None = None,
@@ -295,15 +362,20 @@ def _gradients_args(p) -> None:
     p.add_argument("--params", default="last", choices=list(PARAM_CHOICES),
                    help="last layer (default, exact closed form) or all parameters reduced to --k dims")
     p.add_argument("--k", type=int, default=256, help="dominant dimensions kept with --params all (default 256)")
-    p.add_argument("--lam", type=finite_float, default=1.0, help="balance lambda of the harmonic mean (default 1)")
+    p.add_argument("--lam", type=finite_float, default=DEFAULT_LAM,
+                   help="balance lambda of the harmonic mean of M and D (default 0: S = M; any lambda > 0 lets "
+                        "the vMF direction score in, which concentrates p_s on a handful of samples)")
     p.add_argument("--version", default="orig", help="model version (default orig)")
     p.add_argument("--biased-model", default="loaded", choices=["loaded", "gce"],
                    help="score with the loaded model (default) or a GCE-trained biased model")
+    p.add_argument("--flag-share", type=finite_float, default=None,
+                   help="flag this share of the split as likely mislabelled, most suspicious first, e.g. 0.001 "
+                        "(default: the confident-learning count beyond the model's held-out error rate)")
     p.add_argument("--out", required=True, type=Path, help="CSV file to write (never overwritten)")
 
 
 def run_gradients(args: argparse.Namespace) -> dict:
-
+    """The gradients verb: write the score table as CSV and report the flags and p_s."""
     out = Path(args.out)
     if out.exists():
         raise UsageError(f"{out} exists; refusing to overwrite it (choose another --out)")
@@ -313,22 +385,37 @@ def run_gradients(args: argparse.Namespace) -> dict:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     if args.lam < 0:
         raise UsageError(f"--lam must be >= 0, got {args.lam}")
+    if args.flag_share is not None and not 0 <= args.flag_share <= 1:
+        raise UsageError(f"--flag-share must be in [0, 1], got {args.flag_share}")
     ws = open_from_args(args)
     ws.version(args.version)
     with tqdm_progress("gradients") as progress:
         frame = compute_scores(ws, args.version, split=args.split, params=args.params, k=args.k, lam=args.lam,
                                biased_model=None if args.biased_model == "loaded" else "gce", progress=progress)
-    frame[CSV_COLUMNS].to_csv(out, index=False)
-    noisy = int(frame["noisy"].sum())
+    frame = flag_share(frame, args.flag_share)
+    frame[EXPORT_COLUMNS].to_csv(out, index=False)
+    a = frame.attrs
     result = {
         "out": str(out), "split": args.split, "rows": len(frame), "params": args.params,
-        "biased_model": args.biased_model, "delta": float(frame.attrs["delta"]), "noisy": noisy,
+        "biased_model": args.biased_model, "lam": float(args.lam), "columns": EXPORT_COLUMNS,
+        "delta": float(a["delta"]), "noisy": a["noise_count"], "noisy_share": a["noisy_share"],
+        "noise_default": a["noise_default"], "confident_errors": a["confident_errors"],
+        "heldout_share": a["heldout_share"], "noisy_paper": int(frame["noisy_paper"].sum()),
+        "noisy_paper_share": a["noisy_paper_share"], "effective_share": float(a["effective_share"]),
         "p_s": {"min": float(frame["p_s"].min()), "median": float(frame["p_s"].median())},
-        **{k: frame.attrs[k] for k in ("minority_auc", "flip_recall", "clean_flagged") if k in frame.attrs},
+        **{k: a[k] for k in PLANTED_KEYS if k in a},
     }
-    planted = "".join(f", {k} {result[k]:.3f}" for k in ("minority_auc", "flip_recall", "clean_flagged") if k in result)
-    result["text"] = (f"wrote {len(frame)} rows to {out}; {noisy} flagged noisy (delta {result['delta']:.3f})"
-                      f"{planted}")
+    planted = "".join(f"; {k} {result[k]:.3f}" for k in PLANTED_KEYS if k in result)
+    held = ("" if result["heldout_share"] is None else
+            f", {result['heldout_share']:.2%} on the held-out {a['heldout_split']} split")
+    result["text"] = (
+        f"wrote {len(frame)} rows to {out}\n"
+        f"likely mislabelled: {result['noisy']} ({result['noisy_share']:.2%}; default {result['noise_default']}: "
+        f"confident errors {result['confident_errors'] / max(len(frame), 1):.2%} of the split{held})\n"
+        f"paper's rule CE/H >= delta {result['delta']:.3f}: {result['noisy_paper']} "
+        f"({result['noisy_paper_share']:.2%})\n"
+        f"p_s (lambda {args.lam:g}): effective sample share {result['effective_share']:.3f}, median p_s "
+        f"{result['p_s']['median']:.3g}{planted}")
     return result
 
 

@@ -1,52 +1,50 @@
-"""Per-sample gradient scores (PGD paper section 4) and the noisy-label split (section 5)."""
+"""Per-sample gradient scores (PGD paper section 4) and the likely-mislabelled flag (section 5, calibrated)."""
 
 import streamlit as st
 
-from diagnostics.figures_gradients import COLOR_BY, SCORES, score_histogram
+from diagnostics.figures_gradients import COLOR_BY, SCORES, has_histogram_data, score_histogram
 from pages import ui
 from pages.widgets import gradients as W
 
 ws = ui.workspace()
 version = ui.current_version(ws)
-st.title("Per-sample gradient scores and the noisy-label split")
+st.title("Per-sample gradient scores and likely mislabelled samples")
 st.caption(
-    "For every training sample, the gradient of its loss w.r.t. the classifier (or all parameters) of a "
-    "*biased* model. Per class: magnitude score M (small gradients = typical), direction score D (von "
-    "Mises-Fisher likelihood of the gradient direction), aggregate S (weighted harmonic mean) and sampling "
-    "probability p_s = min S / S: bias-conflicting **minority** samples get high p_s. Separately, the "
-    "compensated loss CE/H ≥ delta flags likely **mislabelled** samples (PGD paper, eq. 2)."
+    "For every training sample, the gradient of its loss w.r.t. the classifier (or all parameters) of a *biased* "
+    "model, scored per class: bias-conflicting **minority** samples get a high sampling probability p_s (PGD paper, "
+    "section 4). Separately, samples whose given label the model contradicts are flagged **likely mislabelled**."
 )
+st.caption("  \n".join(f"**{name}**: {meaning}" for name, meaning in W.GLOSSARY.items()))
 if ws.multi_label:
     st.info("Gradient scores and the noise split are defined for single-label workspaces only.")
     st.stop()
 
-opts = W.options()
-if opts.biased_model == "gce" and not W.gce_ready(ws):
-    st.stop()
+opts = W.resolve_source(ws, W.options(ws))
 frame = W.compute(ws, version, opts)
 if frame is None:
     st.stop()
 
-delta = frame.attrs["delta"]
 planted = ws.planted
-cols = st.columns(5)
-cols[0].metric("Train samples scored", f"{len(frame):,}")
-cols[1].metric("Flagged likely mislabelled", f"{int(frame['noisy'].sum()):,}",
-               help="compensated loss CE/H >= delta = sum CE / sum H (noise split uses the selected model version)")
-cols[2].metric("delta", f"{delta:.3f}")
-if "minority_auc" in frame.attrs:
-    cols[3].metric("Minority ROC AUC of p_s", f"{frame.attrs['minority_auc']:.3f}",
-                   help="demo ground truth: how well ranking by p_s separates the planted minority samples")
-if "flip_recall" in frame.attrs:
-    cols[4].metric("Flipped labels flagged", f"{frame.attrs['flip_recall']:.1%}",
-                   delta=f"clean flagged {frame.attrs['clean_flagged']:.1%}", delta_color="off")
-
 share = frame.attrs.get("effective_share", 1.0)
+cols = st.columns(4)
+cols[0].metric("Train samples scored", f"{len(frame):,}")
+cols[1].metric("Effective sample share of p_s", f"{share:.1%}",
+               help="(sum p_s)^2 / (N sum p_s^2): 100 % = uniform weights, 1/N = one sample takes all the mass")
+if "minority_auc" in frame.attrs:
+    cols[2].metric("Minority ROC AUC of p_s", f"{frame.attrs['minority_auc']:.3f}",
+                   help="demo ground truth: how well ranking by p_s separates the planted minority samples")
+st.caption(f"Gradients of the {'GCE biased model' if opts.biased_model == 'gce' else f'model version {version}'}, "
+           f"{opts.params} {'layer' if opts.params == 'last' else 'parameters'}, lambda {opts.lam:g}.")
 if share < 0.01:
     st.warning(f"With lambda = {opts.lam:g}, p_s is concentrated on very few samples (effective sample share "
                f"{share:.2%}): the vMF direction score is extremely peaked in {opts.params}-layer gradient space. "
-               "Rankings (AUC, galleries) stay valid; for the pgd sampler use lambda = 0 (magnitude only, the "
-               "published PGD sampler), which is what the repair uses by default.")
+               "Rankings (AUC, galleries) stay valid; for a usable sampler set lambda to 0 (magnitude only), "
+               "which is what the pgd repair uses.")
+
+# ---- the likely-mislabelled flag ---------------------------------------------------------
+st.subheader("Likely mislabelled")
+frame = W.noise_flag(frame)
+W.planted_recovery(frame, planted)
 
 # ---- histograms ----------------------------------------------------------------------
 st.subheader("Score distributions")
@@ -58,7 +56,7 @@ picked = c1.selectbox("Class", class_names, key="grad_class")
 color_by = c2.selectbox("Colour by", available, key="grad_color",
                         format_func=lambda c: {"correct": "correct / wrong prediction", "minority":
                                                "minority / majority (demo truth)", "flipped":
-                                               "flipped / clean label (demo truth)", "noisy": "noise flag"}[c])
+                                               "flipped / clean label (demo truth)", "noisy": "mislabelled flag"}[c])
 view = frame if picked == "all classes" else frame[frame["label"] == class_names.index(picked) - 1]
 if view.empty:
     st.info(f"No training samples are labelled {picked}.")
@@ -66,31 +64,43 @@ if view.empty:
 tabs = st.tabs(list(SCORES))
 for tab, score in zip(tabs, SCORES):
     with tab:
-        st.plotly_chart(score_histogram(view, score, color_by=color_by, planted=planted, delta=delta),
-                        key=f"grad_hist_{score}")
-st.caption("D, S and p_s span hundreds of orders of magnitude (the vMF concentration grows with the "
-           "gradient dimension), so they are drawn as log10.")
+        if has_histogram_data(view, score):
+            st.plotly_chart(score_histogram(view, score, color_by=color_by, planted=planted,
+                                            delta=frame.attrs["delta"]), key=f"grad_hist_{score}")
+        else:
+            ui.empty_chart(f"No finite {score} value to draw for {picked}.")
+st.caption("An axis is log10 when the values span three or more orders of magnitude (M and D are normalised over "
+           "thousands of samples; the entropy of a confident prediction is close to 0).")
 
 # ---- galleries -----------------------------------------------------------------------
 st.subheader("Samples")
 n = int(st.slider("Images per gallery", 6, 36, 12, step=6, key="grad_n"))
 by_p = view.sort_values("log_p_s", ascending=False)
-g1, g2, g3 = st.tabs(["Highest p_s (likely minority)", "Lowest p_s (most typical)",
-                      f"Flagged likely mislabelled ({int(view['noisy'].sum())})"])
+flagged = view[view["noisy"]].sort_values("noise_rank")
+paper_only = view[view["noisy_paper"] & ~view["noisy"]].sort_values("noise_rank")
+g1, g2, g3, g4 = st.tabs([f"Flagged likely mislabelled ({len(flagged):,})", "Highest p_s (likely minority)",
+                          "Lowest p_s (most typical)", f"Paper's rule only ({len(paper_only):,})"])
 with g1:
-    W.review_gallery(ws, by_p.head(n), version, tag="hi")
+    W.review_gallery(ws, flagged.head(n), version, tag="noisy")
 with g2:
-    W.review_gallery(ws, by_p.tail(n).iloc[::-1], version, tag="lo")
+    W.review_gallery(ws, by_p.head(n), version, tag="hi")
 with g3:
-    W.review_gallery(ws, view[view["noisy"]].sort_values("comp_loss", ascending=False).head(n), version, tag="noisy")
+    W.review_gallery(ws, by_p.tail(n).iloc[::-1], version, tag="lo")
+with g4:
+    st.caption("Samples above the paper's threshold that the calibrated flag leaves out, most suspicious first.")
+    W.review_gallery(ws, paper_only.head(n), version, tag="paper")
 reviews = ws.store.list_reviews("mislabel", model_version=version)
 if reviews:
     confirmed = sum(r["verdict"] == "mislabelled" for r in reviews)
     st.caption(f"{len(reviews)} mislabel reviews stored for {version}: {confirmed} confirmed mislabelled.")
 
-# ---- exports -------------------------------------------------------------------------
+# ---- the table and the exports -------------------------------------------------------
+st.subheader("Score table")
+st.caption(f"{len(view):,} rows ({picked}); sort by any column. `noisy` is the flag at the count chosen above, "
+           "`noisy_paper` the paper's rule, `noise_rank` the order of suspicion among the paper's flags (0: none).")
+W.score_table(view)
 st.subheader("Export")
-st.caption("Scores: the table above, one row per scored train sample. Sampling weights: what the pgd repair's "
-           "rejection sampler uses, p_s for every train position (1 for images that failed to load) from the "
-           "same biased model, last layer, lambda 0 (magnitude only: the published PGD sampler).")
+st.caption("Scores: every scored train sample (all classes) with the columns of the table above. Sampling weights: "
+           "what the pgd repair's rejection sampler uses, p_s for every train position (1 for images that failed to "
+           "load) from the same biased model, last layer, lambda 0 (magnitude only).")
 W.exports(ws, version, frame, opts)

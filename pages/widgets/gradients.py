@@ -1,8 +1,8 @@
-"""Streamlit widgets of the gradient-score page: options, the GCE job panel, review galleries."""
+"""Streamlit widgets of the gradient-score page: options, the GCE job panel, the noise flag, galleries."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import streamlit as st
@@ -10,12 +10,24 @@ import streamlit as st
 from diagnostics import gce
 from diagnostics import gradients as G
 from diagnostics import run_gradients as R
+from diagnostics.figures_gradients import format_log, format_value
 from pages import ui
 from workspace import jobs
 from workspace.errors import Cancelled, WorkspaceError
 
-LOADED, GCE = "loaded model", "GCE biased model (q = 0.7)"
+LOADED, GCE = "loaded model", "GCE biased model (PGD paper, q = 0.7)"
 VERDICTS = {"mislabelled": "confirm mislabelled", "not mislabelled": "not mislabelled"}
+GLOSSARY = {
+    "M": "magnitude score, 1/‖g‖ normalised over the class: high = small gradient, a typical sample",
+    "D": "direction score, von Mises-Fisher likelihood of the gradient's direction in its class: high = the usual "
+         "direction",
+    "S": "weighted harmonic mean of M and D (lambda = 0: S = M)",
+    "p_s": "min S / S, the pgd rejection sampler's keep probability: high = rare, likely bias-conflicting minority",
+    "compensated loss": "L~ = CE / H, the given label's cross-entropy over the prediction's entropy (PGD eq. 2)",
+    "likely mislabelled": "among the paper's flags (L~ ≥ delta), per (label, prediction) pair, as many as the model "
+                          "is confidently wrong beyond its own rate on held-out data (confident learning), highest L~ "
+                          "first",
+}
 
 
 @dataclass(frozen=True)
@@ -26,19 +38,35 @@ class Options:
     lam: float
 
 
-def options() -> Options:
-    """The scoring options (which model's gradients, which parameters, lambda)."""
+def gce_unavailable(ws) -> str | None:
+    """Why the GCE biased model cannot be trained for this workspace (None: it can)."""
+    from workspace.models import is_scripted
+
+    if ws.multi_label:
+        return "the GCE biased model is single-label only"
+    if is_scripted(ws.model()):
+        return "a TorchScript model cannot be re-initialised and trained"
+    return None
+
+
+def options(ws) -> Options:
+    """The scoring options; the GCE biased model (PGD Algorithm 2, step 1) comes first where it applies."""
     c1, c2, c3, c4 = st.columns(4)
-    source = c1.radio("Biased model", [LOADED, GCE], key="grad_source",
-                      help="Gradients of the loaded model, or of a model trained from scratch with the GCE "
-                           "loss (PGD paper, Algorithm 2 step 1), which leans harder on the biased cue")
+    sources = [LOADED] if gce_unavailable(ws) else [GCE, LOADED]
+    source = c1.radio("Biased model", sources, key="grad_source",
+                      help="The PGD paper scores samples with a model trained from scratch with the GCE loss, which "
+                           "leans on the easy (biased) cue, so bias-conflicting samples stand out; the loaded model "
+                           "is the quick alternative. The mislabelled flag always uses the selected model version.")
     params = c2.radio("Parameters", ["last", "all"], key="grad_params",
                       format_func=lambda p: {"last": "last layer (exact closed form)",
                                              "all": "all parameters (top-k dims)"}[p])
     k = int(c3.number_input("k dominant dims", min_value=1, max_value=100_000, value=256, step=32, key="grad_k",
                             disabled=params != "all"))
-    lam = float(c4.number_input("lambda (M vs D balance)", min_value=0.0, max_value=100.0, value=1.0, step=0.5,
-                                key="grad_lam", help="S = (1 + lambda^2) M D / (lambda^2 M + D); 1 = harmonic mean"))
+    lam = float(c4.number_input(
+        "lambda (M vs D balance)", min_value=0.0, max_value=100.0, value=R.DEFAULT_LAM, step=0.5, key="grad_lam",
+        help="S = (1 + lambda^2) M D / (lambda^2 M + D). 0 (default): S = M, the magnitude-only sampler. Any "
+             "lambda > 0 lets the direction score in; in gradient space it spans hundreds of orders of magnitude, "
+             "so p_s collapses onto a few samples (watch the effective sample share)."))
     return Options(None if source == LOADED else "gce", params, k, lam)
 
 
@@ -81,6 +109,14 @@ def gce_ready(ws) -> bool:
     return R.gce_status(ws).get("status") == "done"
 
 
+def resolve_source(ws, opts: Options) -> Options:
+    """The options actually scored: the loaded model until the GCE model exists (said on the page)."""
+    if opts.biased_model == "gce" and not gce_ready(ws):
+        st.info("Until the GCE biased model is trained, the scores below come from the loaded model.")
+        return replace(opts, biased_model=None)
+    return opts
+
+
 def compute(ws, version: str, opts: Options) -> pd.DataFrame | None:
     """The score table with a progress bar; the all-parameter pass waits for a click."""
     ui.outputs(ws, "train", version)  # the train pass, with its own progress bar
@@ -100,15 +136,67 @@ def compute(ws, version: str, opts: Options) -> pd.DataFrame | None:
     return frame
 
 
+def noise_flag(frame: pd.DataFrame) -> pd.DataFrame:
+    """The likely-mislabelled slider (how many of the paper's flags to keep) and what the flag used.
+
+    Returns the frame with ``noisy`` at the chosen count (the stored table is not changed).
+    """
+    a = frame.attrs
+    paper, default, n = int(frame["noisy_paper"].sum()), int(a["noise_default"]), len(frame)
+    if paper == 0:
+        st.caption("No sample reaches the paper's threshold (compensated loss ≥ delta): nothing to flag.")
+        return frame
+    count = int(st.slider(
+        "Samples flagged as likely mislabelled (most suspicious first)", 0, paper, default, key=f"grad_flag_n_{paper}",
+        help=f"Default {default}; up to the {paper} samples of the paper's rule. Left: keep only the strongest "
+             "evidence; right: add the paper's other flags by compensated loss."))
+    frame = R.flag_count(frame, count) if count != default else frame
+    a = frame.attrs
+    t = [x for x in a.get("class_thresholds", []) if x is not None] or [float("nan")]
+    held = ("" if a.get("heldout_share") is None else
+            f", {a['heldout_share']:.1%} on the held-out {a['heldout_split']} split, whose labels are taken as "
+            "correct; the excess per (label, prediction) pair is flagged")
+    st.caption(
+        f"Flagged **{a['noise_count']:,}** of {n:,} samples (**{a['noisy_share']:.2%}**), default {default:,}. "
+        f"Paper's rule (compensated loss ≥ delta = {a['delta']:.3f}): {paper:,} ({a['noisy_paper_share']:.2%}). "
+        f"Threshold used: the model puts at least its average self-confidence in another class "
+        f"(per-class thresholds {min(t):.2f} to {max(t):.2f}) on {a['confident_errors'] / max(n, 1):.1%} of these "
+        f"samples{held}.")
+    return frame
+
+
+def planted_recovery(frame: pd.DataFrame, planted: dict | None) -> None:
+    """Demo ground truth: flipped labels found by the flag at the chosen count and by the paper's rule."""
+    now = G.planted_summary(frame, planted)
+    if "flip_recall" not in now:
+        return
+    c1, c2 = st.columns(2)
+    c1.metric("Flipped labels flagged (this count)", f"{now['flip_recall']:.1%}",
+              delta=f"clean flagged {now['clean_flagged']:.2%}", delta_color="off",
+              help=f"demo ground truth: {len(planted['flipped_labels'])} planted flips")
+    c2.metric("Flipped labels flagged (paper's rule)", f"{frame.attrs['flip_recall_paper']:.1%}",
+              delta=f"clean flagged {frame.attrs['clean_flagged_paper']:.2%}", delta_color="off")
+
+
+def caption(row, names) -> str:
+    """The evidence under an image: label, prediction, p(label), p(pred), CE, entropy, p_s."""
+    return (f"#{int(row.index)} label **{names[int(row.label)]}** → {names[int(row.pred)]}"
+            f"{' · ⚑ flagged' if row.noisy else ''}  \n"
+            f"p(label) {format_value(row.p_label)} · p(pred) {format_value(row.p_pred)}  \n"
+            f"CE {format_value(row.ce)} · entropy {format_value(row.entropy)}  \n"
+            f"p_s {format_log(row.log_p_s)}")
+
+
 def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: int = 6) -> None:
-    """Images with label/prediction/p_s and "confirm mislabelled" / "not mislabelled" buttons."""
+    """Images with their evidence and "confirm mislabelled" / "not mislabelled" buttons."""
     if rows.empty:
         st.caption("No samples.")
         return
     names = ws.class_names
     data = ws.split("train")
-    cols = st.columns(columns)
     for j, row in enumerate(rows.itertuples()):
+        if j % columns == 0:  # a fresh row of columns keeps the images aligned under captions of any height
+            cols = st.columns(columns)
         index = int(row.index)
         key = f"train:{index}"
         with cols[j % columns]:
@@ -116,8 +204,7 @@ def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: i
                 st.image(data.load(index), width=96)
             except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
                 st.caption(f"cannot load ({type(exc).__name__})")
-            st.caption(f"#{index} label **{names[int(row.label)]}** → {names[int(row.pred)]}  \n"
-                       f"p_s 10^{row.log_p_s / 2.302585:.1f} · L~ {row.comp_loss:.2f}")
+            st.caption(caption(row, names))
             for verdict, text in VERDICTS.items():
                 if st.button(text, key=f"rev_{tag}_{verdict[:3]}_{index}"):
                     ws.store.upsert_review("mislabel", key, model_version=version, verdict=verdict)
@@ -126,16 +213,26 @@ def review_gallery(ws, rows: pd.DataFrame, version: str, *, tag: str, columns: i
                 st.caption(f"reviewed: *{review['verdict']}*")
 
 
+def score_table(view: pd.DataFrame) -> None:
+    """The exported table, one row per scored sample (sortable)."""
+    small = {c: st.column_config.NumberColumn(c, format="%.3e") for c in ("M", "D", "S", "p_s", "p_label")}
+    st.dataframe(view[R.EXPORT_COLUMNS], hide_index=True, key="grad_table", height=320, column_config={
+        **small, "log_p_s": st.column_config.NumberColumn("log_p_s", format="%.2f"),
+        **{c: st.column_config.NumberColumn(c, format="%.3f") for c in ("grad_norm", "p_pred", "ce")},
+        "entropy": st.column_config.NumberColumn("entropy", format="%.3e"),
+        "comp_loss": st.column_config.NumberColumn("comp_loss", format="%.3e")})
+
+
 def exports(ws, version: str, frame: pd.DataFrame, opts: Options) -> None:
     """CSV downloads: the score table shown, and the pgd sampling weights the repair uses
     (:func:`diagnostics.run_gradients.train_sampling_probabilities`: same biased model, last
     layer, lambda 0)."""
     c1, c2 = st.columns(2)
     tag = f"{opts.biased_model or 'loaded'}-{opts.params}"
-    c1.download_button("Download scores (CSV)", frame[G.CSV_COLUMNS].to_csv(index=False),
+    c1.download_button("Download scores (CSV)", frame[R.EXPORT_COLUMNS].to_csv(index=False),
                        file_name=f"gradient-scores-{tag}-lam{opts.lam:g}.csv", mime="text/csv", key="grad_dl_scores")
     try:
-        sampler = R.compute_scores(ws, version, lam=0.0, biased_model=opts.biased_model)
+        sampler = R.compute_scores(ws, version, lam=R.DEFAULT_LAM, biased_model=opts.biased_model)
     except WorkspaceError as exc:
         c2.error(f"Cannot compute the pgd sampling weights: {exc}")
         return

@@ -11,6 +11,7 @@ import torch
 
 from diagnostics import gce
 from diagnostics import gradients as G
+from diagnostics import noise as N
 from diagnostics import run_gradients as R
 from workspace import jobs
 from workspace.cache import make_loader
@@ -38,11 +39,21 @@ def test_closed_form_matches_vmap_on_the_workspace_model(tiny):
 
 def test_compute_scores_columns_cache_and_contract(tiny):
     frame = R.compute_scores(tiny)
-    assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"]) <= set(frame.columns)
+    assert set(G.SCORE_COLUMNS + ["log_p_s", "log_D", "correct"] + N.NOISE_COLUMNS) <= set(frame.columns)
+    assert frame.attrs["lam"] == 0.0  # the default: S = M, a usable sampler
+    assert not (frame["noisy"] & ~frame["noisy_paper"]).any()
+    out, held = tiny.outputs("train"), tiny.outputs("eval")  # the loaded model's outputs drive the flags
+    expected = N.noise_table(out.probs, out.labels, heldout_probs=held.probs, heldout_labels=held.labels)
+    np.testing.assert_array_equal(frame["noisy"], expected["noisy"])
+    np.testing.assert_array_equal(frame["noise_rank"], expected["noise_rank"])
+    assert frame.attrs["noise_default"] == expected.attrs["noise_default"]
+    assert frame.attrs["heldout_split"] == "eval" and frame.attrs["heldout_share"] == expected.attrs["heldout_share"]
+    on_eval = R.compute_scores(tiny, split="eval")  # out-of-sample already: no baseline
+    assert on_eval.attrs["heldout_split"] is None and on_eval.attrs["heldout_share"] is None
     assert len(frame) == 12 and frame["index"].tolist() == list(range(12))
     assert ((frame["p_s"] > 0) & (frame["p_s"] <= 1)).all() and frame["p_s"].max() == 1.0
     assert frame.attrs["delta"] > 0
-    files = list((tiny.state_dir / "artifacts" / "gradient-scores").rglob("meta.json"))
+    files = list((tiny.state_dir / "artifacts" / "gradient-scores" / "orig" / "train").rglob("meta.json"))
     assert len(files) == 1
     again = R.compute_scores(tiny)  # from disk
     pd.testing.assert_frame_equal(frame, again)
@@ -85,15 +96,49 @@ def test_cli_writes_csv_and_refuses_to_overwrite(tiny_workspace, tmp_path, capsy
     out = tmp_path / "scores.csv"
     assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["rows"] == 12 and result["out"] == str(out)
+    assert result["rows"] == 12 and result["out"] == str(out) and result["lam"] == 0.0
+    assert result["noisy"] <= result["noisy_paper"] and 0 < result["effective_share"] <= 1
     csv = pd.read_csv(out)
-    assert list(csv.columns) == ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy",
-                                 "log_p_s"]
+    contract = ["index", "label", "pred", "grad_norm", "M", "D", "S", "p_s", "comp_loss", "noisy", "log_p_s"]
+    assert list(csv.columns) == contract + ["p_label", "p_pred", "ce", "entropy", "noisy_paper", "noise_rank"]
     assert (csv["log_p_s"] <= 0).all() and np.allclose(np.exp(csv["log_p_s"]), csv["p_s"], atol=1e-300)
+    np.testing.assert_allclose(csv["comp_loss"], csv["ce"] / np.maximum(csv["entropy"], 1e-12), rtol=1e-9)
+    assert int(csv["noisy"].sum()) == result["noisy"] and int(csv["noisy_paper"].sum()) == result["noisy_paper"]
     assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(tmp_path / "b.csv"),
                           "--k", "0", "--params", "all"]) == 2
+    assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(tmp_path / "c.csv"),
+                          "--flag-share", "2"]) == 2
+    assert "--flag-share must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_flag_share_tightens_the_flag(tiny_workspace, tmp_path, capsys):
+    from diagnostics.__main__ import main
+
+    frame = R.compute_scores(open_workspace(tiny_workspace))
+    paper = int(frame["noisy_paper"].sum())
+    assert paper >= 2  # an untrained tiny model: most samples meet the paper's rule
+    out = tmp_path / "s.csv"
+    assert run_cli(main, ["gradients", "--workspace", str(tiny_workspace), "--out", str(out),
+                          "--flag-share", str(1 / 12)]) == 0
+    text = capsys.readouterr().out
+    csv = pd.read_csv(out)
+    assert csv["noisy"].sum() == 1 and "likely mislabelled: 1 (8.33%;" in text
+    top = frame.loc[frame["noise_rank"] == 1, "index"].tolist()
+    assert csv.loc[csv["noisy"], "index"].tolist() == top  # the most suspicious sample
+
+
+def test_flag_count_redraws_the_flag_without_touching_the_stored_table(tiny):
+    frame = R.compute_scores(tiny)
+    paper = int(frame["noisy_paper"].sum())
+    tight = R.flag_count(frame, 1)
+    assert tight["noisy"].sum() == 1 and tight.attrs["noise_count"] == 1
+    assert tight.attrs["noisy_share"] == pytest.approx(1 / 12)
+    assert tight["noisy"].tolist() == (frame["noise_rank"] == 1).tolist()
+    assert tight.attrs["noise_threshold"] == frame.loc[frame["noise_rank"] == 1, "comp_loss"].item()
+    assert R.flag_count(frame, 1000)["noisy"].sum() == paper
+    pd.testing.assert_frame_equal(R.compute_scores(tiny), frame)
 
 
 def test_gce_loss_hand_value():
