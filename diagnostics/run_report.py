@@ -340,6 +340,20 @@ def write_report(ws, out: str | Path, version: str = ORIG, *, top: int = 10, ove
             "report": data}
 
 
+def report_path(ws, version: str = ORIG) -> Path:
+    """Where the Overview page's report goes: ``<state>/reports/findings-<version>.html`` (folder created).
+
+    Raises:
+        WorkspaceError: the state folder cannot be written.
+    """
+    folder = Path(ws.state_dir) / "reports"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return folder / f"findings-{version}.html"
+
+
 def _report_args(p) -> None:
     p.add_argument("--out", required=True, type=Path, help="the HTML file to write (its .json twin goes beside it)")
     p.add_argument("--version", default=ORIG, help="model version (default orig)")

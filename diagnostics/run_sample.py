@@ -112,7 +112,7 @@ def sample_gradcam(ws, split: str, index: int, classes, *, version: str = ORIG, 
             rows = np.flatnonzero((stored.indices == index) & (stored.classes == c))
             if c not in found and len(rows):
                 found[c], layer = stored.cams[rows[0]], stored.layer
-    missing = [c for c in dict.fromkeys(classes) if c not in found]
+    missing = sorted({c for c in classes if c not in found})  # sorted: one stored entry per set of classes
     if missing:
         def compute() -> GradCamResult:
             model = ws.model(version)
