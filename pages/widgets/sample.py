@@ -57,8 +57,8 @@ def header(ws, out, split: str, index: int) -> dict:
     with right:
         c1, c2 = st.columns(2)
         c1.metric("Label", info["label"])
-        c2.metric("Prediction", info["pred"], "right" if info["correct"] else "wrong",
-                  delta_color="normal" if info["correct"] else "inverse")
+        c2.metric("Prediction", info["pred"], "right" if info["correct"] else "wrong", delta_arrow="off",
+                  delta_color="green" if info["correct"] else "red")
         label_names = [ws.class_names[k] for k in info["label_ids"]]
         st.plotly_chart(topk_figure(info["top"], label=label_names, title="Top-k probabilities (label in green)"),
                         key="sample_topk")
