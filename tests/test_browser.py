@@ -9,6 +9,7 @@ workspace, model version and target survive a reload. Skips when chromium is mis
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -143,4 +144,30 @@ def test_url_state_survives_a_reload(server, tiny_workspace):
             assert urlparse(page.url).path.endswith("/wos"), page.url
             if attempt == "opened by URL":
                 page.reload()
+        browser.close()
+
+
+def test_gallery_link_opens_the_sample_view(server):
+    """A thumbnail's link opens its image in the sample view; next and reload keep the sample in the URL."""
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(server)
+        link = page.get_by_role("link", name=re.compile(r"^#\d+$")).nth(1)  # an Overview thumbnail's link
+        n = int(re.search(r"#(\d+)", link.inner_text()).group(1))
+        link.click()
+        expect(page.get_by_role("heading", name=f"eval:{n}", exact=True)).to_be_visible()
+        page.get_by_role("link", name=f"eval:{n + 1} →").click()
+        expect(page.get_by_role("heading", name=f"eval:{n + 1}", exact=True)).to_be_visible()
+        page.reload()
+        expect(page.get_by_role("heading", name=f"eval:{n + 1}", exact=True)).to_be_visible()
+        _settled(page)
+        assert page.get_by_test_id("stException").count() == 0
+        params = parse_qs(urlparse(page.url).query)
+        assert (params["split"], params["index"], params["workspace"]) == (["eval"], [str(n + 1)], ["demo"]), page.url
         browser.close()
