@@ -227,3 +227,18 @@ def test_stored_only_reads_and_never_computes(tiny_workspace):
     stored = compute_scores(view)
     pd.testing.assert_frame_equal(stored, frame)
     assert stored_only(view) is view and view.class_names == ws.class_names
+
+
+def test_report_and_gate_on_a_multi_label_workspace(multi_label_workspace):
+    from diagnostics.report import NOT_APPLICABLE
+
+    ws = open_workspace(multi_label_workspace)
+    out = ws.outputs("eval")
+    _, sections = collect_sections(ws)
+    status = {s.id: s for s in sections}
+    assert status["pairs"].status in (OK, EMPTY) and "type2conf" in status["pairs"].tables[0][1].columns
+    assert status["weakspots"].status == NOT_APPLICABLE and status["flagged"].status == NOT_APPLICABLE
+    r = evaluate_gate(out, max_pair_conf=0.0)
+    worst = r["worst_pair_conf"]
+    assert r["passed"] == (worst == 0.0) and r["accuracy"] == pytest.approx(float(out.accuracy))
+    assert evaluate_gate(out, max_pair_conf=worst)["passed"]

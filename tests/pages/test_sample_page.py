@@ -144,3 +144,13 @@ def test_report_button_writes_the_report(demo_ws, demo_eval):
     assert all(f"<section id='{s}'>" in page for s in SECTION_IDS)
     assert json.loads(path.with_suffix(".json").read_text())["sections"]["pairs"]["status"] == "ok"
     assert [d.label for d in at.get("download_button")] == ["Download HTML", "Download JSON"]
+
+
+def test_sample_view_of_a_multi_label_workspace(multi_label_workspace):
+    at = open_sample("eval", 3, spec=multi_label_workspace)
+    ws = open_workspace(multi_label_workspace)
+    labels = ws.split("eval").labels[3]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Label"] == ", ".join(ws.class_names[k] for k in np.flatnonzero(labels > 0.5))
+    assert any("single-label workspaces" in i.value for i in at.info)  # no neighbours, said so
+    assert at.get("plotly_chart")  # the top-k bars (sigmoid probabilities)
