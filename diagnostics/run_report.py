@@ -19,6 +19,13 @@ Verbs:
     ``--max-pair-conf``, a triplet's cd above ``--max-cd``, or the accuracy (exact-match for
     multi-label) below ``--min-accuracy``.
 
+References: WR = Zhong, Tian et al., "Repairing Group-Level Errors for DNNs Using Weighted
+Regularization" (type1conf/type2conf and cd, section 2.2; "repaired", 2.2.3); PGD = "Mitigating
+Dataset Bias Using Per-Sample Gradients from a Biased Classifier" (the compensated-loss noise split,
+section 5); weak-boundary paper = Dammu et al., "Addressing Weak Decision Boundaries in Image
+Classification by Leveraging Web Search and Generative Models" (weakspots, pivotal images and
+Grad-CAM associations, section 4.1).
+
 :func:`stored_only` gives a read-only view of a workspace in which any computation raises
 :class:`NotComputed`: the report (and the sample view) call the ordinary workspace-level
 functions (:func:`diagnostics.run_gradients.compute_scores`,

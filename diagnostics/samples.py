@@ -3,8 +3,9 @@
 The sample view shows a single image of a split with what every diagnostic knows about it.
 This module holds the parts that are plain functions of arrays: the top-k probabilities of one
 row of the cached outputs, the summary of its nearest neighbours in the representative set
-(weak-boundary paper, section 4.1: the neighbourhood of a misclassified sample is what makes it
-*pivotal*), the search and class filters of the galleries, and the keys under which reviews of a
+(Dammu et al., "Addressing Weak Decision Boundaries in Image Classification by Leveraging Web
+Search and Generative Models", the weak-boundary paper, section 4.1: the neighbourhood of a
+misclassified sample is what makes it *pivotal*), the search and class filters of the galleries, and the keys under which reviews of a
 sample are stored. Workspace-level work (outputs, Grad-CAM, FAISS) is in
 :mod:`diagnostics.run_sample`.
 
