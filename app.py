@@ -26,6 +26,7 @@ PAGES = [
     st.Page("pages/gradients.py", title="Gradient scores", icon=":material/insights:"),
     st.Page("pages/weakspots.py", title="Weakspots", icon=":material/scatter_plot:"),
     st.Page("pages/repair.py", title="Repair", icon=":material/build:"),
+    st.Page("pages/sample.py", title="Sample", icon=":material/image_search:"),
 ]
 BUILTIN = ["demo", "demo-digits"]
 OTHER = "Open a workspace file…"

@@ -22,6 +22,8 @@ ENTRY_MODULES = (
     "diagnostics.run_confusion",
     "diagnostics.run_gradcam",
     "diagnostics.run_gradients",
+    "diagnostics.run_report",
+    "diagnostics.run_sample",
     "diagnostics.run_weakspots",
 )
 
@@ -35,7 +37,10 @@ class Diagnostic:
         help: one line.
         add_arguments: adds the verb's options (``--workspace`` is added for you).
         run: ``run(args) -> dict``: the JSON result (a ``"text"`` key is printed without
-            ``--json``); raises :class:`~workspace.errors.WorkspaceError` on bad input.
+            ``--json``); raises :class:`~workspace.errors.WorkspaceError` on bad input (exit
+            status 2). An ``"_exit_code"`` key, removed before printing, sets the exit status
+            of a run that worked but has a verdict to report (the ``gate`` verb: 1 when a
+            bound is broken); without it the status is 0.
         page: the page file showing it (``pages/<page>.py``), or None.
         example: extra CLI arguments that run it quickly on the demo (for the tests);
             ``{tmp}`` is replaced by a temporary folder.

@@ -1,11 +1,17 @@
-"""Overview: classes, split sizes, accuracy, model versions and a thumbnail grid."""
+"""Overview: classes, split sizes, accuracy, model versions, the findings report and a searchable thumbnail grid."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from diagnostics.report import NOT_COMPUTED
+from diagnostics.run_report import report_path, write_report
 from pages import ui
+from pages.widgets import galleries as G
+from workspace.errors import WorkspaceError
 
 ws = ui.workspace()
 version = ui.current_version(ws)
@@ -48,13 +54,32 @@ if ws.planted:
         st.json({k: (v if not isinstance(v, list) or len(v) < 12 else f"{len(v)} train indices")
                  for k, v in ws.planted.items()})
 
+st.subheader("Findings report")
+st.caption("One self-contained HTML file (opens without a network) and a JSON twin: confused pairs, biased "
+           "triplets, reviewed associations, flagged samples, weakspots and repairs, from what is computed so far "
+           "(nothing is computed for it; missing sections say so).")
+if st.button("Build the findings report", key="ov_report", icon=":material/summarize:"):
+    try:
+        written = write_report(ws, report_path(ws, version), version, overwrite=True)
+    except WorkspaceError as exc:
+        st.error(f"Cannot write the report: {exc}")
+    else:
+        missing = [k for k, v in written["sections"].items() if v == NOT_COMPUTED]
+        st.success(f"Report written to `{written['html']}`" + (f"; not computed yet: {', '.join(missing)}." if missing
+                                                                 else "."))
+        c1, c2 = st.columns(2)
+        for col, (kind, mime) in zip((c1, c2), (("html", "text/html"), ("json", "application/json"))):
+            col.download_button(f"Download {kind.upper()}", Path(written[kind]).read_bytes(), mime=mime,
+                                file_name=Path(written[kind]).name, key=f"ov_report_{kind}", on_click="ignore")
+
 st.subheader("Eval images")
+found, active = G.gallery_search(ws, out, key="ov_search")
 per_class = st.slider("Images per class", 1, 8, 4, key="thumbs_per_class")
-labels = out.labels if not ws.multi_label else out.labels.argmax(1)
-picked, captions = [], []
-for k, name in enumerate(ws.class_names):
-    rows = np.flatnonzero(labels == k)[:per_class]
-    picked += out.indices[rows].tolist()
-    captions += [f"{name} → {ws.class_names[int(p)]}" if not ws.multi_label else name
-                 for p in (out.preds[rows] if not ws.multi_label else rows)]
-ui.thumbnails(ws, "eval", picked, captions, columns=8)
+rows = G.per_class_rows(out, found, per_class)
+if active:
+    st.caption(f"{len(found):,} eval image{'s' if len(found) != 1 else ''} match; up to {per_class} per label "
+               "class shown.")
+names = ws.class_names
+captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}" if not ws.multi_label
+            else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
+ui.thumbnails(ws, "eval", out.indices[rows], captions, columns=8)

@@ -7,7 +7,8 @@ artifact store, and a missing entry is built once with a progress bar that shows
 State that belongs to a workspace (its repair target, the rho picked on What-if) is kept per
 workspace (:func:`ws_state`), so opening another workspace never carries a target over. The
 workspace, the model version and the target are mirrored in the URL (``?workspace=...&version=
-...&target=...``), so a reload or a shared link opens the same view.
+...&target=...``), so a reload or a shared link opens the same view. The sample view adds the
+sample (``&split=eval&index=123``); every gallery links its images there (:func:`thumbnails`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ VERSION = "model_version"
 PER_WORKSPACE = "_per_workspace"     # {spec: {"target": {...}, "target_source": str, "wos_rho": float}}
 TARGET, TARGET_SOURCE, WOS_RHO = "target", "target_source", "wos_rho"   # keys inside ws_state()
 PENDING_TARGET = "_pending_target"   # a target waiting for "replace?" confirmation
+
+# ---- URL query parameters --------------------------------------------------------------
+SAMPLE_PAGE = "pages/sample.py"
+SPLIT_PARAM, INDEX_PARAM = "split", "index"   # the sample view's sample: ?split=eval&index=123
 
 
 def default_workspace() -> str:
@@ -106,16 +111,22 @@ def workspace() -> Workspace:
     return ws
 
 
-def _sync_url(ws: Workspace) -> None:
+def url_params(ws: Workspace) -> dict[str, str]:
+    """The URL parameters that reopen this view: workspace, model version and, if set, the target."""
     params = {"workspace": ws.spec if ws.spec in ("demo",) or ws.spec.startswith("demo-digits") else current_spec(),
               "version": current_version(ws)}
     target = get_target(ws)
     if target is not None:
         params["target"] = target.text
+    return params
+
+
+def _sync_url(ws: Workspace) -> None:
+    params = url_params(ws)
     for key, value in params.items():
         if st.query_params.get(key) != value:
             st.query_params[key] = value
-    if target is None and "target" in st.query_params:
+    if "target" not in params and "target" in st.query_params:
         del st.query_params["target"]
 
 
@@ -257,19 +268,59 @@ def empty_chart(message: str) -> None:
     st.info(message)
 
 
-def thumbnails(ws: Workspace, split: str, indices, captions=None, *, columns: int = 8, width: int = 96):
-    """A grid of images from a split with optional captions."""
-    indices = list(indices)
-    if not indices:
+# ---- samples and galleries -------------------------------------------------------------------
+def sample_params(ws: Workspace, split: str, index: int) -> dict[str, str]:
+    """The URL parameters of the sample view for one image (with the workspace, version, target)."""
+    return {**url_params(ws), SPLIT_PARAM: split, INDEX_PARAM: str(int(index))}
+
+
+def current_sample(ws: Workspace) -> tuple[str, int]:
+    """The sample of the sample view, from the URL (``?split=...&index=...``); eval:0 when none is given.
+
+    A bad reference (unknown split, an index outside the split) is reported and replaced by eval:0.
+    """
+    from diagnostics.samples import parse_sample
+
+    sizes = {s: len(ws.split(s)) for s in ("eval", "train")}
+    given = st.query_params.get(INDEX_PARAM)
+    try:
+        split, index = parse_sample(st.query_params.get(SPLIT_PARAM), 0 if given is None else given, sizes)
+    except ValueError as exc:
+        st.error(f"Cannot show that sample: {exc}. Showing eval:0 instead.")
+        split, index = "eval", 0
+    st.query_params[SPLIT_PARAM], st.query_params[INDEX_PARAM] = split, str(index)
+    return split, index
+
+
+def sample_link(ws: Workspace, split: str, index: int, *, label: str | None = None, help: str | None = None) -> None:
+    """A link to the sample view of one image (keeps the workspace, version and target)."""
+    st.page_link(SAMPLE_PAGE, label=label or f"open {split}:{int(index)}", icon=":material/open_in_new:",
+                 query_params=sample_params(ws, split, index), help=help or "Open this image in the sample view")
+
+
+def sample_grid(ws: Workspace, items, *, columns: int = 8, width: int = 96, link: bool = True) -> None:
+    """A grid of images from any splits: ``items`` = ``(split, index, caption or None)`` triples,
+    each image with a link to the sample view (unless ``link`` is False)."""
+    items = list(items)
+    if not items:
         st.caption("No images.")
         return
-    data = ws.split(split)
     cols = st.columns(columns)
-    for j, index in enumerate(indices):
+    for j, (split, index, caption) in enumerate(items):
         with cols[j % columns]:
             try:
-                img = data.load(int(index))
+                img = ws.split(split).load(int(index))
             except Exception as exc:  # noqa: BLE001 - show the broken image, do not die
-                st.caption(f"#{index}: cannot load ({type(exc).__name__})")
+                st.caption(f"{split}:{index}: cannot load ({type(exc).__name__})")
                 continue
-            st.image(np.asarray(img), width=width, caption=None if captions is None else captions[j])
+            st.image(np.asarray(img), width=width, caption=caption)
+            if link:
+                sample_link(ws, split, int(index), label=f"#{int(index)}")
+
+
+def thumbnails(ws: Workspace, split: str, indices, captions=None, *, columns: int = 8, width: int = 96,
+               link: bool = True):
+    """A grid of images from a split with optional captions, each linked to the sample view."""
+    indices = list(indices)
+    sample_grid(ws, [(split, int(i), None if captions is None else captions[j]) for j, i in enumerate(indices)],
+                columns=columns, width=width, link=link)

@@ -1,19 +1,22 @@
 """Real-browser smoke test: Debian's chromium, driven by Playwright, against `streamlit run`.
 
 Loads the demo, checks the overview, then clicks through every page in the sidebar and
-checks none shows an exception. Skips when chromium is missing, unless
+checks none shows an exception; opens a user workspace by URL with a target and checks the
+workspace, model version and target survive a reload. Skips when chromium is missing, unless
 ``GROUPFIX_REQUIRE_BROWSER=1`` (set by ``.ci/run`` when it could install chromium).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
@@ -24,7 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 PAGES = ["Confusion", "Bias triplets", "What-if (w-os)", "Grad-CAM", "Gradient scores",
-         "Weakspots", "Repair", "Overview"]
+         "Weakspots", "Repair", "Sample", "Overview"]
 
 pytestmark = pytest.mark.browser
 
@@ -105,4 +108,66 @@ def test_demo_click_through_in_chromium(server):
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
             assert page.get_by_test_id("stException").count() == 0, f"exception on page {name}"
             expect(page.locator("h1").first).to_be_visible()
+        browser.close()
+
+
+def _settled(page) -> None:
+    """Wait until the script run has finished (no running indicator)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+
+
+def test_url_state_survives_a_reload(server, tiny_workspace):
+    """A shared link opens the workspace, model version and target it names, and a reload keeps them."""
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    spec = str(tiny_workspace)
+    expect.set_options(timeout=120_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(f"{server}/wos?workspace={quote(spec)}&target=cat,dog")
+        for attempt in ("opened by URL", "after a reload"):
+            expect(page.get_by_role("heading", name="What-if: w-os post-hoc repair")).to_be_visible()
+            _settled(page)
+            assert page.get_by_test_id("stException").count() == 0, attempt
+            expect(page.get_by_label("Targets", exact=True)).to_have_value("cat,dog")
+            expect(page.get_by_text("Confusion target: cat / dog (from the link)")).to_be_visible()
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_role("combobox", name="Open")).to_have_value(spec, timeout=30_000)
+            expect(sidebar.get_by_role("combobox", name="Model version")).to_have_value("orig", timeout=30_000)
+            params = parse_qs(urlparse(page.url).query)
+            assert params["workspace"] == [spec] and params["version"] == ["orig"], (attempt, page.url)
+            assert params["target"] == ["cat,dog"], (attempt, page.url)
+            assert urlparse(page.url).path.endswith("/wos"), page.url
+            if attempt == "opened by URL":
+                page.reload()
+        browser.close()
+
+
+def test_gallery_link_opens_the_sample_view(server):
+    """A thumbnail's link opens its image in the sample view; next and reload keep the sample in the URL."""
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(server)
+        link = page.get_by_role("link", name=re.compile(r"^#\d+$")).nth(1)  # an Overview thumbnail's link
+        n = int(re.search(r"#(\d+)", link.inner_text()).group(1))
+        link.click()
+        expect(page.get_by_role("heading", name=f"eval:{n}", exact=True)).to_be_visible()
+        page.get_by_role("link", name=f"eval:{n + 1} →").click()
+        expect(page.get_by_role("heading", name=f"eval:{n + 1}", exact=True)).to_be_visible()
+        page.reload()
+        expect(page.get_by_role("heading", name=f"eval:{n + 1}", exact=True)).to_be_visible()
+        _settled(page)
+        assert page.get_by_test_id("stException").count() == 0
+        params = parse_qs(urlparse(page.url).query)
+        assert (params["split"], params["index"], params["workspace"]) == (["eval"], [str(n + 1)], ["demo"]), page.url
         browser.close()
