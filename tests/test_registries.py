@@ -68,7 +68,7 @@ def test_every_method_through_the_cli(name, demo_ws, demo_train, capsys):
 @pytest.mark.parametrize("name", [n for n in list_methods() if get_method(n).kind != "baseline"])
 def test_every_method_through_the_repair_page(name, demo_ws, demo_eval, monkeypatch):
     started = []
-    monkeypatch.setattr(jobs, "start_worker", lambda ws, job_id: started.append(job_id) or 0)
+    monkeypatch.setattr(jobs, "start_worker", lambda ws, job_id, **kw: started.append(job_id) or 0)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/repair.py").run()
     m = get_method(name)

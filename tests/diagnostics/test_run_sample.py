@@ -107,7 +107,7 @@ def test_stored_scores_are_read_never_computed(tiny_workspace):
     got = R.stored_scores(ws, "train", 3)
     row = frame[frame["index"] == 3].iloc[0]
     assert got["p_s"] == pytest.approx(row["p_s"]) and got["noisy"] == bool(row["noisy"])
-    assert got["lam"] == 1.0 and got["rows"] == len(frame)
+    assert got["lam"] == frame.attrs["lam"] and got["rows"] == len(frame)
 
 
 def test_repair_changes_reviews_and_appearances(tiny_workspace):
