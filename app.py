@@ -25,6 +25,8 @@ PAGES = [
     st.Page("pages/gradcam.py", title="Grad-CAM", icon=":material/visibility:"),
     st.Page("pages/gradients.py", title="Gradient scores", icon=":material/insights:"),
     st.Page("pages/weakspots.py", title="Weakspots", icon=":material/scatter_plot:"),
+    st.Page("pages/neurons.py", title="Neurons", icon=":material/hub:"),
+    st.Page("pages/bir.py", title="BIR", icon=":material/cleaning_services:"),
     st.Page("pages/repair.py", title="Repair", icon=":material/build:"),
     st.Page("pages/sample.py", title="Sample", icon=":material/image_search:"),
 ]

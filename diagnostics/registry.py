@@ -19,9 +19,11 @@ from typing import Callable
 
 #: entry modules, imported on first use of the registry
 ENTRY_MODULES = (
+    "diagnostics.run_bir",
     "diagnostics.run_confusion",
     "diagnostics.run_gradcam",
     "diagnostics.run_gradients",
+    "diagnostics.run_neurons",
     "diagnostics.run_report",
     "diagnostics.run_sample",
     "diagnostics.run_weakspots",
