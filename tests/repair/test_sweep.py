@@ -270,3 +270,34 @@ def test_sweep_figure_rings_the_selected_means_and_shades_the_repaired_region():
     assert list(ring.x) == pytest.approx([0.20, 0.12]) and list(ring.y) == pytest.approx([0.80, 0.77])
     region = fig.layout.shapes[0]
     assert region.x1 == pytest.approx(0.15) and region.y0 == pytest.approx(0.792)
+
+
+def test_resume_abandons_the_unfinished_runs_of_the_stopped_sweep(tiny_workspace):
+    """A child created just before the kill (queued, no process yet) must not block the device queue."""
+    from repair import runs
+
+    ws = open_workspace(tiny_workspace)
+    pair = Target(((0, 1),), ws.class_names)
+    sweep_id = sweep.create_sweep(ws, pair, ["w-aug"], config=tiny_config(), rhos=(0.5,), seeds=1)
+    orphan = runs.create_run(ws, "w-aug", pair, 0.5, tiny_config(), parent_run=sweep_id, run_key="k")
+    ws.store.update_run(sweep_id, status="failed", error="the worker process 1 ended without reporting (killed?)")
+    assert sweep.resume_sweep(ws, sweep_id) == sweep_id
+    assert ws.store.get_run(sweep_id)["status"] == "queued" and ws.store.get_run(sweep_id)["error"] is None
+    assert ws.store.get_run(orphan)["status"] == "failed" and "abandoned" in ws.store.get_run(orphan)["error"]
+    assert jobs.jobs_ahead(ws.store, sweep_id) == []
+
+
+def test_create_sweep_refuses_bad_settings_before_any_work(tiny_workspace):
+    ws = open_workspace(tiny_workspace)
+    pair = Target(((0, 1),), ws.class_names)
+    for options, message in (({"seeds": 0}, "seeds must be"), ({"rhos": ()}, "grid is empty"),
+                             ({"lambda1": 1.5}, "lambda1 must be"), ({"method_scopes": {"w-loss": "all"}}, "not in the sweep"),
+                             ({"scope_max_steps": {"all": 0}}, "budgets must be")):
+        with pytest.raises(ValueError, match=message):
+            sweep.create_sweep(ws, pair, ["w-aug"], config=tiny_config(), **options)
+    assert ws.store.list_runs() == []
+    # without a method list: every method with a rho that can run here, the baseline first
+    sweep_id = sweep.create_sweep(ws, pair, config=tiny_config())
+    methods = ws.store.get_run(sweep_id)["params"]["methods"]
+    assert methods[0] == "orig-ft" and {"w-aug", "w-bn", "w-bn-code", "w-dbr", "w-dbr-code", "w-loss", "w-os"} <= set(methods)
+    assert "pgd" not in methods and "orig" not in methods
