@@ -4,6 +4,8 @@
 * :func:`curves_figure`: accuracy and target error per evaluation of one run.
 * :func:`tradeoff_figure`: accuracy vs. target error of every finished run on the same
   targets, orig and orig-ft marked, the "repaired" region (WR paper 2.2.3) shaded.
+* :func:`sweep_figure`: the same trade-off for every run of a sweep, seeds as small points and
+  the selected settings ringed.
 """
 
 from __future__ import annotations
@@ -93,4 +95,75 @@ def tradeoff_figure(frame: pd.DataFrame, *, baseline: dict | None, lambda1: floa
                           "target error %{x:.4f}<br>accuracy %{y:.4f}<extra></extra>"))
     fig.update_layout(xaxis_title="target error (lower is better)", yaxis_title="accuracy", height=380,
                       margin={"t": 20, "b": 10})
+    return fig
+
+
+def sweep_figure(grid: pd.DataFrame, *, original: dict | None, baseline: str, lambda1: float = 0.25,
+                 lambda2: float = 0.01, title: str = "") -> go.Figure:
+    """Accuracy vs. target error of every finished run of a sweep (WR paper 4.4, Appendix A).
+
+    One colour per method (in the grid's order): the seed-0 runs of the grid as markers (hover:
+    rho, seed, run), the other seeds as small points; each selected setting's mean over its
+    seeds ringed; the original model a black star, the baseline's runs diamonds. The shaded
+    region holds the *repaired* models (WR 2.2.3): target error at most ``(1 - lambda1)`` x
+    the original's and accuracy at least ``(1 - lambda2)`` x the original's.
+
+    Args:
+        grid: :attr:`repair.sweep.SweepState.grid` (columns ``method``, ``rho``, ``seed``,
+            ``accuracy``, ``target_error``, ``status``, ``run_id``, ``selected``); the original
+            model's row (if any) and unfinished runs are skipped.
+        original: ``{"accuracy", "target_error"}`` of the original model, or None.
+        baseline: the baseline method's name (drawn as diamonds).
+
+    Returns:
+        The figure; its traces are named by method, "<method> seeds", "selected" and "orig".
+    """
+    import plotly.colors
+
+    fig = go.Figure()
+    done = grid[(grid["status"] == "done") & grid["accuracy"].notna() & grid["run_id"].notna()]
+    if original:
+        te0, acc0 = original["target_error"], original["accuracy"]
+        top = max([acc0, *done["accuracy"].tolist()]) + 0.005
+        fig.add_shape(type="rect", x0=0, x1=(1 - lambda1) * te0, y0=(1 - lambda2) * acc0, y1=top,
+                      fillcolor="rgba(44,160,44,0.15)", line={"width": 0}, layer="below")
+        fig.add_annotation(x=0, y=top, text="repaired", showarrow=False, xanchor="left", yanchor="top")
+    palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Dark24
+    methods = list(dict.fromkeys(grid["method"][grid["run_id"].notna()]))
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    hover = ("%{customdata[3]}: run %{customdata[0]}, rho %{customdata[1]}, seed %{customdata[2]}<br>"
+             "target error %{x:.4f}<br>accuracy %{y:.4f}<extra></extra>")
+
+    def data(rows):
+        return np.stack([rows["run_id"].astype(int), rows["rho"].map(lambda r: "-" if pd.isna(r) else f"{r:g}"),
+                         rows["seed"], rows["method"]], axis=1)
+
+    for method in methods:
+        rows = done[done["method"] == method]
+        symbol = "diamond" if method == baseline else "circle"
+        first, rest = rows[rows["seed"] == 0], rows[rows["seed"] != 0]
+        fig.add_trace(go.Scatter(x=first["target_error"], y=first["accuracy"], mode="markers", name=method,
+                                 legendgroup=method, customdata=data(first), hovertemplate=hover,
+                                 marker={"symbol": symbol, "size": 10, "color": colour[method]}))
+        if len(rest):
+            fig.add_trace(go.Scatter(x=rest["target_error"], y=rest["accuracy"], mode="markers",
+                                     name=f"{method} seeds", legendgroup=method, showlegend=False,
+                                     customdata=data(rest), hovertemplate=hover,
+                                     marker={"symbol": symbol, "size": 5, "color": colour[method], "opacity": 0.7}))
+    chosen = done[done["selected"].astype(bool)]
+    if len(chosen):
+        keys = chosen.assign(_rho=chosen["rho"].fillna(-1.0))
+        means = keys.groupby(["method", "_rho"], sort=False)[["target_error", "accuracy"]].mean().reset_index()
+        fig.add_trace(go.Scatter(
+            x=means["target_error"], y=means["accuracy"], mode="markers", name="selected (mean over seeds)",
+            text=[m if r < 0 else f"{m}({r:g})" for m, r in zip(means["method"], means["_rho"])],
+            hovertemplate="%{text}: mean target error %{x:.4f}, accuracy %{y:.4f}<extra></extra>",
+            marker={"symbol": "circle-open", "size": 20, "line": {"width": 2},
+                    "color": [colour[m] for m in means["method"]]}))
+    if original:
+        fig.add_trace(go.Scatter(x=[original["target_error"]], y=[original["accuracy"]], mode="markers+text",
+                                 name="orig", text=["orig"], textposition="top center",
+                                 marker={"symbol": "star", "size": 16, "color": "black"}))
+    fig.update_layout(title=title, xaxis_title="target error (lower is better)", yaxis_title="accuracy", height=460,
+                      margin={"t": 40 if title else 20, "b": 10}, legend={"orientation": "v"})
     return fig

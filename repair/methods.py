@@ -10,14 +10,20 @@ nothing outside this module tests a method's name:
   grid, or None), the scopes it supports (:meth:`Method.scope_reason`), ``deterministic``;
 * ``applicability(model, ws, scope)``: why it cannot run here (None when it can);
 * ``prepare(ws, parent, progress)``: load what it needs before training (PGD's p_s);
-* input stage: ``sample_weights(labels, ctx)``; model stage: ``extra_batch_classes(ctx)``,
+* input stage: ``sample_weights(labels, ctx)``; model stage: ``extra_batch_classes(ctx)`` (an
+  extra batch of ``extra_batch_size`` target-class rows that only shifts BatchNorm statistics),
   ``prepare_model(model, ctx)`` / ``finish_model(model)``; loss stage:
-  ``loss(logits, labels, embeddings, ctx)``;
+  ``loss(logits, labels, embeddings, ctx)``, with ``joined_batch_classes(ctx)`` (extra
+  target-class samples that join every batch and its loss);
 * post-hoc: ``apply(probs, preds, ctx, threshold)`` -> the new predictions.
 
 ``TargetContext`` carries the repair goal (targets as class-index tuples, ``Y_target``, rho, the
 task and the scope). The UI, the CLI and the tests enumerate :func:`list_methods`;
 :func:`get_method` raises with the valid names.
+
+Two methods come in two readings, registered side by side: the paper's text as we read it
+(``w-bn``, ``w-dbr``) and what the authors' released code runs (``w-bn-code``, ``w-dbr-code``);
+each code variant differs from its text variant in one declaration.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class Param:
         scale: "linear" (slider steps of ``step``) or "log" (a log grid from high to low).
         grid: the values a sweep tries first (WR 4.3).
         help: one line for the UI.
+        search: a sweep goes on down the w-os sequence 0.1, 0.01, 0.001, 1e-4 until the target
+            error is ``lambda1`` below the baseline's (WR 4.4: the useful scale of a post-hoc
+            rho differs between data sets).
     """
 
     name: str = "rho"
@@ -63,6 +72,7 @@ class Param:
     step: float = 0.05
     grid: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     help: str = "1 = plain fine-tuning; smaller puts more weight on the targets"
+    search: bool = False
 
     def validate(self, value: float) -> float:
         value = float(value)
@@ -159,6 +169,10 @@ class Method:
     needs_embeddings = False
     #: scope -> why the method cannot use it (absent = supported)
     unsupported_scopes: dict[str, str] = {}
+    #: rows of the extra batch of :meth:`extra_batch_classes` (None: the run's batch size)
+    extra_batch_size: int | None = None
+    #: how many samples of :meth:`joined_batch_classes` join every batch
+    joined_batch_size: int = 0
 
     @property
     def finetunes(self) -> bool:
@@ -196,6 +210,13 @@ class Method:
         return None
 
     def extra_batch_classes(self, ctx: TargetContext) -> list[int] | None:
+        """Classes of an extra batch fed with every regular batch only to shift BatchNorm
+        statistics (its rows get no loss); None: no extra batch."""
+        return None
+
+    def joined_batch_classes(self, ctx: TargetContext) -> list[int] | None:
+        """Classes of ``joined_batch_size`` extra samples appended to every batch: they pass
+        through the model with it and count in the loss; None: none."""
         return None
 
     def prepare_model(self, model: nn.Module, ctx: TargetContext) -> nn.Module:
@@ -268,6 +289,8 @@ class WBN(Method):
     description = ("BatchNorm statistics mix rho * regular batch + (1 - rho) * a target-class "
                    "batch; only the regular batch's loss is back-propagated (WR 3.3).")
     unsupported_scopes = {"head": "the head has no BatchNorm layer: w-bn re-weights BatchNorm statistics"}
+    #: :data:`repair.wbn.MODES`: "mixed" is the paper's text as we read it
+    bn_mode = "mixed"
 
     def applicability(self, model=None, ws=None, scope="all"):
         return self.scope_reason(scope) or (None if model is None else wbn.not_applicable_reason(model))
@@ -279,12 +302,20 @@ class WBN(Method):
         reason = wbn.not_applicable_reason(model)
         if reason:
             raise ValueError(reason)
-        wbn.patch_model(model, ctx.rho)
+        wbn.patch_model(model, ctx.rho, mode=self.bn_mode)
         return model
 
     def finish_model(self, model):
         wbn.unpatch_model(model)
         return model
+
+
+@register
+class WBNCode(WBN):
+    name, bn_mode, extra_batch_size = "w-bn-code", "code", 128
+    description = ("w-bn as the authors' released code runs it: rho only on the running statistics of the last "
+                   "three BatchNorm layers (rho * regular + (1 - rho) * target, unbiased variances); the forward "
+                   "pass normalises with the regular batch's own statistics; an extra target batch of 128.")
 
 
 def confused_mask(logits: torch.Tensor, labels: torch.Tensor, pair: tuple[int, int], *, multi_label: bool):
@@ -369,21 +400,46 @@ class WDBR(Method):
                 terms.append(torch.abs(d_ac - d_bc))
         return sum(terms) / len(terms)
 
-    def loss(self, logits, labels, embeddings, ctx):
+    def representation(self, logits: torch.Tensor, embeddings: torch.Tensor | None, ctx: TargetContext):
+        """(B, D) the per-sample representation whose class means are compared."""
         if ctx.scope == "head":
-            rep = torch.sigmoid(logits) if ctx.multi_label else torch.softmax(logits.float(), 1)
-        elif embeddings is None:
+            return output_probabilities(logits, ctx)
+        if embeddings is None:
             raise ValueError("w-dbr needs embeddings but the model gave none")
-        else:
-            rep = embeddings
+        return embeddings
+
+    def loss(self, logits, labels, embeddings, ctx):
+        rep = self.representation(logits, embeddings, ctx)
         plain = base_loss(logits, labels, multi_label=ctx.multi_label)
         return ctx.rho * plain + (1 - ctx.rho) * self.distance_term(rep.float(), labels, ctx)
+
+
+def output_probabilities(logits: torch.Tensor, ctx: TargetContext) -> torch.Tensor:
+    """(B, K) softmax (single-label) or sigmoid (multi-label) outputs, in float32."""
+    return torch.sigmoid(logits.float()) if ctx.multi_label else torch.softmax(logits.float(), 1)
+
+
+@register
+class WDBRCode(WDBR):
+    name, needs_embeddings, joined_batch_size = "w-dbr-code", False, 10
+    description = ("w-dbr as the authors' released code runs it: class representation = the mean softmax output "
+                   "of the batch's samples of each class, compared by L2 distance, at every scope; 10 extra "
+                   "target-class samples join every batch.")
+
+    def applicability(self, model=None, ws=None, scope="all"):
+        return self.scope_reason(scope)  # softmax outputs: no embedding layer needed
+
+    def joined_batch_classes(self, ctx):
+        return ctx.classes
+
+    def representation(self, logits, embeddings, ctx):
+        return output_probabilities(logits, ctx)
 
 
 @register
 class WOS(Method):
     name, stage, kind = "w-os", "output", "post-hoc"
-    param = Param(default=0.1, low=1e-4, high=1.0, scale="log", grid=(0.1, 0.01, 0.001, 1e-4),
+    param = Param(default=0.1, low=1e-4, high=1.0, scale="log", grid=(0.1, 0.01, 0.001, 1e-4), search=True,
                   help="multiplies target-class probabilities of samples predicted as a target class; "
                        "1 = no change (log scale)")
     description = ("Post-hoc: scale target-class probabilities by rho for samples predicted as a "

@@ -20,6 +20,18 @@ statistics but receives no gradient from the loss, the dashed box of Figure 6.
 The layers are patched in place (their ``forward`` is swapped), so parameter and buffer
 names do not change and the fine-tuned weights load into the unmodified architecture.
 Outside :func:`weighted_bn` (or in eval mode) the layers behave as ordinary BatchNorm.
+
+Two modes (:data:`MODES`):
+
+* ``"mixed"`` (default): the paper's text as read above, on every BatchNorm layer.
+* ``"code"``: what the authors' released code does (its ``dnnrepair_BatchNorm2d``): only the
+  last :data:`CODE_LAYERS` BatchNorm layers (in module order) are weighted; every layer
+  normalises the whole batch with the *regular* batch's own statistics, so the forward pass of
+  the regular samples is plain BatchNorm; only the running statistics mix,
+  ``rho * stats(x) + (1 - rho) * stats(x_target)``, each with its unbiased variance and no
+  between-group term. The earlier layers' running statistics follow the regular batch alone
+  (rho = 1). The extra batch therefore changes nothing during training and acts only at
+  evaluation, through the last layers' running statistics.
 """
 
 from __future__ import annotations
@@ -32,6 +44,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from workspace.models import is_scripted
+
+#: "mixed": the paper's text (every layer, mixed batch statistics); "code": the released code.
+MODES = ("mixed", "code")
+#: How many of the last BatchNorm layers the released code weights.
+CODE_LAYERS = 3
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
@@ -76,14 +93,58 @@ def _weighted_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
-def patch_model(model: nn.Module, rho: float) -> list[_BatchNorm]:
-    """Swap every BatchNorm layer's forward for the weighted one (idempotent)."""
+def _code_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """The released code's layer: regular-batch normalisation, mixed running statistics."""
+    n = getattr(self, "_wbn_n_regular", None)
+    if not self.training or n is None or n >= x.shape[0]:
+        return self._wbn_original_forward(x)
+    rho = float(self._wbn_rho)
+    dims = [0] + list(range(2, x.dim()))
+    regular = x[:n]
+    v_x, m_x = torch.var_mean(regular.float(), dims, correction=0)
+    if self.track_running_stats and self.running_mean is not None:
+        with torch.no_grad():
+            target = x[n:].float()
+            v_t, m_t = torch.var_mean(target, dims, correction=0)
+            self.num_batches_tracked.add_(1)
+            momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+            m_reg = max(regular.numel() // regular.shape[1], 2)
+            m_tgt = max(target.numel() // target.shape[1], 2)
+            mean = rho * m_x + (1 - rho) * m_t
+            unbiased = rho * v_x * m_reg / (m_reg - 1) + (1 - rho) * v_t * m_tgt / (m_tgt - 1)
+            self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+            self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    scale = torch.rsqrt(v_x + self.eps)
+    shift = -m_x * scale
+    if self.affine:
+        scale, shift = scale * self.weight, shift * self.weight + self.bias
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+
+def patch_model(model: nn.Module, rho: float, *, mode: str = "mixed") -> list[_BatchNorm]:
+    """Swap every BatchNorm layer's forward for the weighted one (idempotent).
+
+    Args:
+        rho: the regular batch's weight in [0, 1].
+        mode: "mixed" (the paper's text: every layer) or "code" (the released code: regular-batch
+            normalisation everywhere, rho on the running statistics of the last
+            :data:`CODE_LAYERS` layers only, rho = 1 on the others).
+
+    Returns:
+        The patched layers, in module order.
+    """
+    if mode not in MODES:
+        raise ValueError(f"w-bn mode must be one of {', '.join(MODES)}, got {mode!r}")
     layers = batchnorm_layers(model)
-    for bn in layers:
-        if not hasattr(bn, "_wbn_original_forward"):
-            bn._wbn_original_forward = bn.forward
-            bn.forward = types.MethodType(_weighted_forward, bn)
-        bn._wbn_rho = float(rho)
+    forward = _weighted_forward if mode == "mixed" else _code_forward
+    for i, bn in enumerate(layers):
+        if hasattr(bn, "_wbn_original_forward"):
+            del bn.forward  # re-patching in another mode: start from the class's forward again
+        bn._wbn_original_forward = bn.forward
+        bn.forward = types.MethodType(forward, bn)
+        weighted = mode == "mixed" or i >= len(layers) - CODE_LAYERS
+        bn._wbn_rho = float(rho) if weighted else 1.0
         bn._wbn_n_regular = None
     return layers
 

@@ -22,7 +22,7 @@ def ctx(targets, rho=0.5, k=4, task="single_label"):
 def test_registry_lists_every_method_sorted_and_refuses_duplicates():
     names = list_methods()
     assert names == sorted(names)
-    assert {"orig", "orig-ft", "w-aug", "w-bn", "w-loss", "w-dbr", "w-os", "pgd"} <= set(names)
+    assert {"orig", "orig-ft", "w-aug", "w-bn", "w-loss", "w-dbr", "w-os", "pgd", "w-bn-code", "w-dbr-code"} <= set(names)
     with pytest.raises(ValueError, match="valid: .*w-bn"):
         get_method("w-nope")
 
@@ -212,3 +212,91 @@ def test_w_dbr_bias_term_is_the_absolute_distance_difference():
     assert got.item() == pytest.approx(0.5 * F.cross_entropy(logits, EMB_LABELS).item() + 0.5 * 2.0, rel=1e-6)
     # a class missing from the batch contributes nothing (and no NaN)
     assert m.distance_term(EMB, EMB_LABELS, ctx([(0, 3)])).item() == 0.0
+
+
+# ---- the released code's readings (w-bn-code, w-dbr-code) ---------------------------------------
+def test_registry_has_both_readings_of_w_bn_and_w_dbr():
+    text_bn, code_bn = get_method("w-bn"), get_method("w-bn-code")
+    assert (code_bn.bn_mode, code_bn.extra_batch_size) == ("code", 128) and text_bn.bn_mode == "mixed"
+    assert code_bn.scope_reason("head") and code_bn.kind == text_bn.kind and code_bn.param == text_bn.param
+    text_dbr, code_dbr = get_method("w-dbr"), get_method("w-dbr-code")
+    assert text_dbr.needs_embeddings and not code_dbr.needs_embeddings
+    assert code_dbr.joined_batch_size == 10 and code_dbr.joined_batch_classes(ctx([(0, 2)])) == [0, 2]
+    assert text_dbr.joined_batch_classes(ctx([(0, 2)])) is None
+    assert all(code_dbr.scope_reason(s) is None for s in SCOPES)
+    with pytest.raises(ValueError, match="mode must be one of mixed, code"):
+        wbn.patch_model(nn.BatchNorm1d(1), 0.5, mode="paper")
+
+
+def test_w_bn_code_normalises_with_the_regular_batch_and_mixes_running_statistics():
+    bn = nn.BatchNorm1d(1, momentum=0.1)
+    wbn.patch_model(bn, rho=0.25, mode="code")
+    bn.train()
+    x = torch.tensor([[1.0], [3.0], [10.0], [10.0], [14.0], [14.0]])  # 2 regular + 4 target rows
+    with wbn.weighted_bn(bn, 2):
+        out = bn(x)
+    # the forward pass uses the regular batch alone: mean 2, biased variance 1
+    assert out[0, 0].item() == pytest.approx(-1 / math.sqrt(1 + bn.eps), rel=1e-5)
+    assert out[1, 0].item() == pytest.approx(1 / math.sqrt(1 + bn.eps), rel=1e-5)
+    assert out[2, 0].item() == pytest.approx(8 / math.sqrt(1 + bn.eps), rel=1e-5)  # target rows: same transform
+    # running statistics: rho * regular + (1 - rho) * target, unbiased variances (2 and 16/3), no between term
+    assert bn.running_mean.item() == pytest.approx(0.1 * (0.25 * 2.0 + 0.75 * 12.0))
+    assert bn.running_var.item() == pytest.approx(0.9 * 1.0 + 0.1 * (0.25 * 2.0 + 0.75 * 16 / 3))
+    bn.eval()
+    assert bn(torch.tensor([[0.0]])).item() == pytest.approx(
+        (0.0 - bn.running_mean.item()) / math.sqrt(bn.running_var.item() + bn.eps), rel=1e-5)
+
+
+def test_w_bn_code_weights_only_the_last_three_layers_and_leaves_training_outputs_alone():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(4):
+        layers += [nn.Linear(3, 3), nn.BatchNorm1d(3)]
+    model = nn.Sequential(*layers, nn.Linear(3, 2))
+    plain = copy_of(model)
+    patched = get_method("w-bn-code").prepare_model(model, ctx([(0, 1)], rho=0.2, k=2))
+    assert [bn._wbn_rho for bn in wbn.batchnorm_layers(patched)] == [1.0, 0.2, 0.2, 0.2]
+    x, xt = torch.randn(6, 3), torch.randn(5, 3) * 4 + 3
+    patched.train(), plain.train()
+    with wbn.weighted_bn(patched, 6):
+        logits = patched(torch.cat([x, xt]))[:6]
+    # the regular rows see plain BatchNorm on the regular batch: the loss is the plain one
+    assert torch.allclose(logits, plain(x), atol=1e-5)
+    first, first_plain = wbn.batchnorm_layers(patched)[0], wbn.batchnorm_layers(plain)[0]
+    assert torch.allclose(first.running_mean, first_plain.running_mean, atol=1e-6)  # rho = 1: regular only
+    last, last_plain = wbn.batchnorm_layers(patched)[-1], wbn.batchnorm_layers(plain)[-1]
+    assert not torch.allclose(last.running_mean, last_plain.running_mean, atol=1e-3)  # the target batch counts
+    get_method("w-bn-code").finish_model(patched)
+    assert all("forward" not in vars(bn) for bn in wbn.batchnorm_layers(patched))
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
+def test_w_dbr_code_compares_mean_softmax_outputs_at_every_scope():
+    m = get_method("w-dbr-code")
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])   # softmax (0.5, 0.5) and (0.75, 0.25)
+    labels = torch.tensor([0, 1])
+    far = torch.tensor([[0.0, 0.0], [100.0, 0.0]])              # embeddings that would give distance 100
+    c = TargetContext(((0, 1),), 0.25, 2, scope="all")
+    plain = F.cross_entropy(logits, labels).item()
+    got = m.loss(logits, labels, far, c).item()
+    assert got == pytest.approx(0.25 * plain - 0.75 * math.sqrt(2 * 0.25 ** 2), abs=1e-6)
+    # the paper's reading at the all scope uses the embeddings instead
+    assert get_method("w-dbr").loss(logits, labels, far, c).item() == pytest.approx(0.25 * plain - 0.75 * 100.0)
+    assert m.applicability(None, None, "all") is None and m.applicability(None, None, "head") is None
+
+
+def test_w_loss_repicks_the_confused_samples_from_the_current_predictions():
+    """WR 3.5: D(Y_target) is recomputed per batch from the model's current argmax."""
+    labels = torch.tensor([0, 1, 2])
+    before = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # sample 0 predicted 1
+    after = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])   # now sample 1 predicted 0
+    assert confused_mask(before, labels, (0, 1), multi_label=False).tolist() == [True, False, False]
+    assert confused_mask(after, labels, (0, 1), multi_label=False).tolist() == [False, True, False]
+    c = ctx([(0, 1)], rho=0.0, k=3)  # rho 0: only the confused term
+    per = F.cross_entropy(after, labels, reduction="none")
+    assert get_method("w-loss").loss(after, labels, None, c).item() == pytest.approx(per[1].item(), rel=1e-6)
