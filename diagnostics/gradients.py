@@ -13,8 +13,12 @@ model from :mod:`diagnostics.gce` on request):
   in chunks (equal to a per-sample loop to 1e-5, see the tests), reduced to the ``k``
   dimensions with the largest summed ``|g|`` over the split (two passes: sum ``|g|``, then gather those dimensions), so memory stays ``O(chunk x P)``.
 
-Scores (:func:`gradient_scores`, per class, DESIGN.md section 1) and the compensated-loss
+Scores (:func:`gradient_scores`, per class, PGD section 4.1) and the compensated-loss
 noise split (:func:`noise_split`) are pure NumPy functions of the gradients and outputs.
+For the last layer, :func:`last_layer_scores` gives the same scores straight from the
+outputs without storing any gradient (``O(K (D + 1))`` memory instead of ``N K (D + 1)``),
+for ImageNet-sized label spaces; both it and :func:`compensated_loss` read ``np.memmap``
+inputs in row blocks.
 :func:`train_sampling_probabilities` is the contract the pgd repair uses.
 """
 
@@ -324,6 +328,8 @@ def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
 #: A class with at most this many rows is scored through its two (n, n) Gram matrices;
 #: a larger one through its (K, D + 1) gradient sum, in row chunks (bounded memory).
 GRAM_ROWS = 4096
+
+
 def _file_of(array: np.ndarray):
     """``(path, byte offset of array[0, 0])`` of a read-only ``np.memmap`` whose rows are
     contiguous, else None."""
