@@ -128,11 +128,27 @@ def _as_float32(x: np.ndarray, dim: int | None = None) -> np.ndarray:
     return x
 
 
+def _release(array: np.ndarray) -> None:
+    """Drop the pages of a read-only ``np.memmap`` from this process's resident set.
+
+    Pages read through a mapping stay resident (on recent kernels whole large folios per
+    touched row) until the mapping goes, so a scan of a 1 GB memmap would add 1 GB to the
+    process on top of the index's own copy; ``MADV_DONTNEED`` unmaps them (the OS page
+    cache keeps them, so a later read is cheap).
+    """
+    import mmap
+
+    mm = getattr(array, "_mmap", None)
+    if isinstance(mm, mmap.mmap) and getattr(array, "mode", "") == "r" and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """float32 copies of some rows (sorted reads, so a memmap is read in file order)."""
     order = np.argsort(rows, kind="stable")
     out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
     out[order] = np.asarray(vectors[rows[order]], dtype=np.float32)
+    _release(vectors)
     return out
 
 
@@ -158,31 +174,39 @@ def _exact_rerank(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: 
 
 def _checked_block(embeddings: np.ndarray, start: int, stop: int) -> np.ndarray:
     block = _as_float32(embeddings[start:stop])
+    if isinstance(embeddings, np.memmap) and np.shares_memory(block, embeddings):
+        block = block.copy()                     # off the mapping, whose pages are dropped next
+    _release(embeddings)
     if not np.isfinite(block).all():
         raise WorkspaceError("embeddings contain NaN or infinite values; cannot index them")
     return block
 
 
-def exact_neighbours(embeddings: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+def exact_neighbours(embeddings: np.ndarray, rows: np.ndarray, k: int, *, block: int = 16_384) -> np.ndarray:
     """(Q, k) int64 true nearest neighbours of some indexed rows, each row itself left out.
 
-    Brute force over ``ADD_BLOCK`` rows at a time (``||q||^2 + ||x||^2 - 2 q.x``, as
+    Brute force over ``block`` rows at a time (``||q||^2 + ||x||^2 - 2 q.x``, as
     ``IndexFlatL2``), so no second copy of the embeddings is made. The reference of the
     recall measurement.
     """
+    rows = np.asarray(rows, dtype=np.int64)
     queries = _rows(embeddings, rows)
-    qn = (queries.astype(np.float64) ** 2).sum(axis=1)
-    best_d = np.full((len(rows), 0), np.inf)
+    qn = np.einsum("ij,ij->i", queries, queries)
+    best_d = np.full((len(rows), 0), np.inf, dtype=np.float32)
     best_i = np.zeros((len(rows), 0), dtype=np.int64)
-    for start in range(0, len(embeddings), ADD_BLOCK):
-        block = _as_float32(embeddings[start:start + ADD_BLOCK])
-        d2 = qn[:, None] + (block.astype(np.float64) ** 2).sum(axis=1)[None, :] - 2.0 * (queries @ block.T)
-        ids = np.arange(start, start + len(block))
-        d2[ids[None, :] == rows[:, None]] = np.inf                       # leave the query out
+    for start in range(0, len(embeddings), block):
+        part = _checked_block(embeddings, start, start + block)
+        d2 = queries @ part.T                                            # (Q, B)
+        d2 *= -2.0
+        d2 += qn[:, None]
+        d2 += np.einsum("ij,ij->i", part, part)[None, :]
+        inside = np.flatnonzero((rows >= start) & (rows < start + len(part)))
+        d2[inside, rows[inside] - start] = np.inf                         # leave the query out
+        ids = np.arange(start, start + len(part))
         keep = min(k, d2.shape[1])
-        part = np.argpartition(d2, keep - 1, axis=1)[:, :keep]
-        best_d = np.concatenate([best_d, np.take_along_axis(d2, part, axis=1)], axis=1)
-        best_i = np.concatenate([best_i, ids[part]], axis=1)
+        near = np.argpartition(d2, keep - 1, axis=1)[:, :keep]
+        best_d = np.concatenate([best_d, np.take_along_axis(d2, near, axis=1)], axis=1)
+        best_i = np.concatenate([best_i, ids[near]], axis=1)
         top = np.argsort(best_d, axis=1, kind="stable")[:, :k]
         best_d, best_i = np.take_along_axis(best_d, top, axis=1), np.take_along_axis(best_i, top, axis=1)
     return best_i

@@ -1,6 +1,8 @@
 """IVF indexes for 1M-10M embeddings: layout by the FAISS guidelines, exact re-rank of lossy
 codes, measured recall and the nprobe it picks, memmapped inputs."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,30 @@ def test_non_finite_rows_in_a_later_block_are_refused(monkeypatch):
     for kind in ("flat", "ivf"):
         with pytest.raises(WorkspaceError, match="NaN or infinite"):
             build_index(x, kind=kind, nlist=4)
+
+
+def _mapping_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:          # a mapping header line
+                inside = len(head) >= 6 and head[-1] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_a_memmap_is_not_left_resident_after_indexing_and_search(tmp_path):
+    x = _clusters(n=20000, d=32, seed=4)                 # 2.5 MB on disk
+    np.save(tmp_path / "x.npy", x)
+    m = np.load(tmp_path / "x.npy", mmap_mode="r")
+    path = str((tmp_path / "x.npy").resolve())
+    for kind in ("flat", "ivf"):
+        index = build_index(m, kind=kind, storage="sq8")
+        search_neighbours(index, m, np.arange(0, 20000, 7), 10)
+        assert _mapping_rss_kb(path) < 64, kind
+    m[::5].sum()                                        # the probe does see pages read through it
+    assert _mapping_rss_kb(path) > 1000
