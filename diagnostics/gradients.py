@@ -582,27 +582,32 @@ def noise_split(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 # ---- the score table ---------------------------------------------------------------------
-def score_table(outputs: InferenceOutputs, grads: np.ndarray, *, lam: float = 1.0,
-                noise_outputs: InferenceOutputs | None = None) -> pd.DataFrame:
+def score_table(outputs: InferenceOutputs, grads: np.ndarray | None, *, lam: float = 1.0,
+                noise_outputs: InferenceOutputs | None = None, scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per scored sample with the CLI's columns.
 
     Args:
         outputs: outputs of the biased model (rows aligned with ``grads``).
-        grads: (N, P) per-sample gradients of those rows.
+        grads: (N, P) per-sample gradients of those rows, or None with ``scores``.
         noise_outputs: outputs of the model used for the noise split (default ``outputs``;
             the paper uses a CE-trained "noise model", i.e. the loaded model).
+        scores: the :func:`gradient_scores` frame of those rows when already computed
+            (e.g. by :func:`last_layer_scores`, which needs no ``grads``).
 
     Returns:
         Columns ``index, label, pred, grad_norm, M, D, S, p_s, log_p_s, comp_loss, noisy, correct``.
     """
     if outputs.multi_label:
         raise WorkspaceError("gradient scores and the noise split are single-label only")
-    scores = gradient_scores(grads, outputs.labels, lam=lam)
+    if scores is None:
+        if grads is None:
+            raise ValueError("score_table needs the gradients or their scores")
+        scores = gradient_scores(grads, outputs.labels, lam=lam)
     noise = noise_outputs if noise_outputs is not None else outputs
-    comp = pd.Series(compensated_loss(noise.probs, noise.labels)[0], index=noise.indices)
-    delta = compensated_loss(noise.probs, noise.labels)[1]
+    comp_loss, delta = compensated_loss(noise.probs, noise.labels)
+    comp = pd.Series(comp_loss, index=noise.indices)
     frame = pd.DataFrame({"index": outputs.indices, "label": outputs.labels, "pred": outputs.preds})
-    frame = pd.concat([frame, scores], axis=1)
+    frame = pd.concat([frame, scores.reset_index(drop=True)], axis=1)
     frame["comp_loss"] = comp.reindex(outputs.indices).to_numpy()
     frame["noisy"] = frame["comp_loss"] >= delta
     frame["correct"] = frame["label"] == frame["pred"]

@@ -178,3 +178,20 @@ def test_bad_input_is_refused():
         G.last_layer_scores(probs, labels, emb, lam=-1)
     with pytest.raises(ValueError, match="chunk"):
         G.last_layer_scores(probs, labels, emb, chunk=0)
+
+
+def test_score_table_takes_precomputed_scores():
+    from workspace.cache import InferenceOutputs
+
+    probs, labels, emb = _dyadic(60, 4, 3, seed=7)
+    logits = np.log(np.maximum(probs, 1e-6))
+    out = InferenceOutputs(logits, probs, probs.argmax(axis=1), labels, emb, np.arange(60) * 2, ("a", "b", "c", "d"))
+    from_grads = G.score_table(out, G.last_layer_gradients(probs, labels, emb))
+    from_sums = G.score_table(out, None, scores=G.last_layer_scores(probs, labels, emb))
+    assert list(from_sums.columns) == list(from_grads.columns)
+    assert from_sums.attrs["delta"] == from_grads.attrs["delta"]
+    for c in ("index", "label", "pred", "comp_loss", "noisy", "correct"):
+        np.testing.assert_array_equal(from_sums[c], from_grads[c])
+    np.testing.assert_allclose(from_sums["log_p_s"], from_grads["log_p_s"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="gradients or their scores"):
+        G.score_table(out, None)
