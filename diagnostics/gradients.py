@@ -13,8 +13,12 @@ model from :mod:`diagnostics.gce` on request):
   in chunks (equal to a per-sample loop to 1e-5, see the tests), reduced to the ``k``
   dimensions with the largest summed ``|g|`` over the split (two passes: sum ``|g|``, then gather those dimensions), so memory stays ``O(chunk x P)``.
 
-Scores (:func:`gradient_scores`, per class, DESIGN.md section 1) and the compensated-loss
+Scores (:func:`gradient_scores`, per class, PGD section 4.1) and the compensated-loss
 noise split (:func:`noise_split`) are pure NumPy functions of the gradients and outputs.
+For the last layer, :func:`last_layer_scores` gives the same scores straight from the
+outputs without storing any gradient (``O(K (D + 1))`` memory instead of ``N K (D + 1)``),
+for ImageNet-sized label spaces; both it and :func:`compensated_loss` read ``np.memmap``
+inputs in row blocks.
 :func:`train_sampling_probabilities` is the contract the pgd repair uses.
 """
 
@@ -320,20 +324,249 @@ def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
                          "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
 
 
+# ---- the same scores without storing any gradient (last layer, closed form) -----------------
+#: A class with at most this many rows is scored through its two (n, n) Gram matrices;
+#: a larger one through its (K, D + 1) gradient sum, in row chunks (bounded memory).
+GRAM_ROWS = 4096
+
+
+def _file_of(array: np.ndarray):
+    """``(path, byte offset of array[0, 0])`` of a read-only ``np.memmap`` whose rows are
+    contiguous, else None."""
+    import mmap
+
+    mm = getattr(array, "_mmap", None)
+    if (not isinstance(mm, mmap.mmap) or getattr(array, "mode", "") != "r" or array.ndim != 2
+            or array.strides[1] != array.itemsize or array.strides[0] < 0 or not array.filename):
+        return None
+    view = np.frombuffer(mm, dtype=np.uint8)                     # the mapping's first byte
+    mapped_from = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY  # as np.memmap maps it
+    return array.filename, array.ctypes.data - view.ctypes.data + mapped_from
+
+
+class _RowReader:
+    """Rows of an (N, C) array, read without keeping a whole memory-mapped file resident.
+
+    Pages read through a mapping count as this process's resident memory (on recent
+    kernels a whole large folio per touched row), so gathering scattered rows of an 8 GB
+    ``np.memmap`` shows 8 GB resident. A read-only memmap is therefore read with
+    ``os.preadv`` from its file (the OS page cache still serves repeated reads); any other
+    array is indexed directly.
+    """
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        found = _file_of(array)
+        self.fd = os.open(found[0], os.O_RDONLY) if found else None
+        self.offset = found[1] if found else 0
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C) in the array's dtype; ``rows`` ascending."""
+        if self.fd is None:
+            return np.asarray(self.array[rows])
+        out = np.empty((len(rows), self.array.shape[1]), dtype=self.array.dtype)
+        # one read per run of consecutive rows
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, last in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist()):
+            self._read(int(rows[first]), out[first:last])
+        return out
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (clipped to the array), in the array's dtype."""
+        if self.fd is None:
+            return np.asarray(self.array[start:stop])
+        out = np.empty((max(0, min(stop, len(self.array)) - start), self.array.shape[1]), dtype=self.array.dtype)
+        if len(out):
+            self._read(start, out)
+        return out
+
+    def _read(self, row: int, out: np.ndarray) -> None:
+        stride, width = self.array.strides[0], out.shape[1] * out.itemsize
+        if stride == width:                                      # the rows are one byte range
+            self._pread(memoryview(out.reshape(-1).view(np.uint8)), self.offset + row * stride)
+        else:
+            for j in range(len(out)):
+                self._pread(memoryview(out[j].view(np.uint8)), self.offset + (row + j) * stride)
+
+    def _pread(self, buffer: memoryview, at: int) -> None:
+        while len(buffer):
+            got = os.preadv(self.fd, [buffer], at)
+            if got <= 0:
+                raise OSError(f"could not read {self.array.filename} at byte {at}")
+            buffer, at = buffer[got:], at + got
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _class_rows(probs: _RowReader, embeddings: _RowReader, rows: np.ndarray, c: int):
+    """``a_i = p_i - onehot(c)`` (n, K) and ``e_i`` (n, D), float64, for the given rows."""
+    a = probs.take(rows).astype(np.float64)
+    e = embeddings.take(rows).astype(np.float64)
+    a[:, c] -= 1.0
+    return a, e
+
+
+def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarray, c: int, *,
+                       chunk: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Norms ``||g_i||``, ``T_i = g_i . S`` and ``||S||`` for one class, no g_i stored.
+
+    ``g_i = a_i [e_i; 1]^T`` (``a_i = p_i - onehot(c)``) and
+    ``S = sum_j g_j / ||g_j||``, the sum of the class's normalised gradients. Then
+    ``||g_i|| = ||a_i|| ||[e_i; 1]||`` and
+    ``T_i = sum_j (a_i . a_j) ([e_i;1] . [e_j;1]) / ||g_j|| = a_i^T S [e_i; 1]``, and
+    ``||S||^2 = sum_i T_i / ||g_i||``. Small classes use the two Gram matrices (n^2 (K + D)
+    multiply-adds), large ones ``S`` itself (4 n K (D + 1)), in chunks of rows.
+    """
+    n, k, d = len(rows), probs.array.shape[1], embeddings.array.shape[1]
+    if n <= min(GRAM_ROWS, 4 * k * (d + 1) // (k + d + 1) + 1):
+        a, e = _class_rows(probs, embeddings, rows, c)
+        norms = np.sqrt(np.einsum("ij,ij->i", a, a)) * np.sqrt(np.einsum("ij,ij->i", e, e) + 1.0)
+        w = 1.0 / np.maximum(norms, EPS)
+        gram = a @ a.T                                  # (n, n) a_i . a_j
+        del a
+        inner = e @ e.T                                 # (n, n) e_i . e_j
+        del e
+        inner += 1.0                                    # [e_i;1] . [e_j;1]
+        gram *= inner
+        del inner
+        t = gram @ w
+        return norms, t, float(np.sqrt(max(float(w @ t), 0.0)))
+    # large class: S = [S_e | s_1] (K, D + 1) summed over row chunks, then T in a second pass
+    s_e, s_1 = np.zeros((k, d)), np.zeros(k)
+    norms = np.empty(n)
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        a, e = _class_rows(probs, embeddings, rows[part], c)
+        norms[part] = np.sqrt(np.einsum("ij,ij->i", a, a)) * np.sqrt(np.einsum("ij,ij->i", e, e) + 1.0)
+        aw = a / np.maximum(norms[part], EPS)[:, None]
+        s_e += aw.T @ e
+        s_1 += aw.sum(axis=0)
+    t = np.empty(n)
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        a, e = _class_rows(probs, embeddings, rows[part], c)
+        t[part] = np.einsum("ij,ij->i", a @ s_e, e) + a @ s_1
+    return norms, t, float(np.sqrt(np.sum(s_e * s_e) + s_1 @ s_1))
+
+
+def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndarray, *, lam: float = 1.0,
+                      balance_classes: bool = True, chunk: int = 4096) -> pd.DataFrame:
+    """:func:`gradient_scores` of the last-layer gradients without materialising them.
+
+    The same frame as ``gradient_scores(last_layer_gradients(probs, labels, embeddings),
+    labels, lam=lam, balance_classes=balance_classes)`` (PGD paper section 4.1), without
+    the ``N x K (D + 1)`` gradient matrix: the gradient of sample i w.r.t. a final
+    ``nn.Linear`` is ``g_i = (p_i - y_i) [e_i; 1]^T``, so its norm is
+    ``||p_i - y_i|| ||[e_i; 1]||`` and the vMF fit of a class needs only the inner products
+    ``g_i . S`` with the class's summed normalised gradient ``S`` (see
+    :func:`_class_projections`). Classes are processed one at a time (rows grouped by
+    label): memory ``O(K (D + 1) + n_c (K + D))`` for classes of ``n_c`` rows, time about
+    ``N n_c (K + D)`` multiply-adds.
+
+    Departure from the reference: it rounds every gradient entry to float32, this works in
+    float64 from the inputs. The vMF concentration ``kappa`` grows with ``K (D + 1)`` and
+    multiplies that rounding: on float32 inputs ``log D`` moves by about 1e-6 at K = 7,
+    D = 9 and 1e-4 at K = 100, D = 64 (where ``log D`` spans thousands). Against float64
+    gradients, or inputs whose float32 products are exact, the two agree to about 1e-12
+    relative.
+
+    Args:
+        probs: (N, K) float softmax probabilities (float16/32/64; a ``np.memmap`` is read
+            in row blocks and never copied whole).
+        labels: (N,) int class indices in [0, K).
+        embeddings: (N, D) float inputs of the classifier (may be a ``np.memmap``).
+        lam: the balance lambda of the harmonic mean (default 1).
+        balance_classes: see :func:`gradient_scores`.
+        chunk: rows per block for classes larger than :data:`GRAM_ROWS` (or than the
+            size where the gradient sum is cheaper), scored through their gradient sum;
+            smaller classes are read whole.
+
+    Returns:
+        DataFrame, one row per sample in input order: ``grad_norm, M, D, S, p_s, log_p_s,
+        log_M, log_D, log_S`` (the columns of :func:`gradient_scores`).
+
+    Raises:
+        WorkspaceError: multi-label labels (gradient scores are single-label).
+        ValueError: shapes that do not match, labels outside [0, K), ``lam < 0`` or
+            ``chunk < 1``.
+    """
+    labels = np.asarray(labels)
+    probs = probs if isinstance(probs, np.ndarray) else np.asarray(probs, dtype=np.float64)
+    embeddings = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings, dtype=np.float64)
+    if labels.ndim != 1:
+        raise WorkspaceError("gradient scores are defined per class for single-label data; "
+                             "multi-label workspaces are not supported")
+    if probs.ndim != 2 or embeddings.ndim != 2 or not (len(probs) == len(labels) == len(embeddings)):
+        raise ValueError(f"shapes do not match: probs {probs.shape}, labels {labels.shape}, "
+                         f"embeddings {embeddings.shape}")
+    if lam < 0:
+        raise ValueError(f"lambda must be >= 0, got {lam}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    n, k = probs.shape
+    labels = labels.astype(np.int64, copy=False)
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must be class indices in [0, {k}), found {labels.min()}..{labels.max()}")
+    dims = k * (embeddings.shape[1] + 1)                # P: the gradient's dimension
+    order = np.argsort(labels, kind="stable")             # rows grouped by class
+    counts = np.bincount(labels, minlength=k)
+    starts = np.cumsum(counts) - counts
+    norms, log_m, log_d, log_scale = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    readers = _RowReader(probs), _RowReader(embeddings)
+    try:
+        for c in np.flatnonzero(counts):
+            rows = order[starts[c]:starts[c] + counts[c]]
+            class_norms, t, length = _class_projections(*readers, rows, int(c), chunk=chunk)
+            norms[rows] = class_norms
+            log_m[rows] = log_magnitude_scores(class_norms)
+            if length < EPS:
+                logp = np.zeros(len(rows))              # no preferred direction (as vmf_fit)
+            else:
+                # vmf_fit's kappa and u . v_i = (g_i . S) / (||g_i|| ||S||)
+                r = min(length / len(rows), 1.0 - 1e-9)
+                kappa = r * (dims - r * r) / (1.0 - r * r)
+                logp = kappa * (t / np.maximum(class_norms, EPS) / length)
+            log_d[rows] = logp - _logsumexp(logp)
+            log_scale[rows] = np.log(len(rows)) if balance_classes else 0.0
+    finally:
+        for reader in readers:
+            reader.close()
+    log_s = log_aggregate_scores(log_m, log_d, lam=lam)
+    log_cmp = log_s + log_scale
+    log_p = (log_cmp.min() - log_cmp) if n else log_cmp
+    p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
+    return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
+                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
+
+
 # ---- noise split (PGD section 5, eq. 2) ----------------------------------------------------
-def compensated_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+def compensated_loss(probs: np.ndarray, labels: np.ndarray, *, chunk: int | None = None) -> tuple[np.ndarray, float]:
     """``L~_i = CE_i / H(softmax f(x_i))`` and ``delta = sum CE / sum H``.
 
     Args:
-        probs: (N, K) softmax probabilities; labels: (N,) int given labels.
+        probs: (N, K) softmax probabilities (a ``np.memmap`` is read in row blocks).
+        labels: (N,) int given labels.
+        chunk: rows per block (default: about 4M entries, i.e. 32 MB of float64 per
+            temporary); the result does not depend on it.
 
     Returns:
         ``(comp_loss (N,), delta)``. ``H`` is floored at 1e-12 (a one-hot prediction).
     """
-    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0)
+    probs = probs if isinstance(probs, np.ndarray) else np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    ce = -np.log(p[np.arange(len(labels)), labels])
-    h = -(p * np.log(p)).sum(axis=1)
+    n, k = probs.shape
+    step = max(1, int(chunk) if chunk else (1 << 22) // max(k, 1))
+    ce, h = np.empty(n), np.empty(n)
+    reader = _RowReader(probs)
+    for start in range(0, n, step):
+        p = np.clip(reader.slice(start, start + step).astype(np.float64), EPS, 1.0)   # (B, K)
+        part = labels[start:start + step]
+        ce[start:start + len(part)] = -np.log(p[np.arange(len(part)), part])
+        h[start:start + len(part)] = -(p * np.log(p)).sum(axis=1)
+    reader.close()
     delta = float(ce.sum() / max(h.sum(), EPS))
     return ce / np.maximum(h, EPS), delta
 
@@ -349,27 +582,32 @@ def noise_split(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 # ---- the score table ---------------------------------------------------------------------
-def score_table(outputs: InferenceOutputs, grads: np.ndarray, *, lam: float = 1.0,
-                noise_outputs: InferenceOutputs | None = None) -> pd.DataFrame:
+def score_table(outputs: InferenceOutputs, grads: np.ndarray | None, *, lam: float = 1.0,
+                noise_outputs: InferenceOutputs | None = None, scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per scored sample with the CLI's columns.
 
     Args:
         outputs: outputs of the biased model (rows aligned with ``grads``).
-        grads: (N, P) per-sample gradients of those rows.
+        grads: (N, P) per-sample gradients of those rows, or None with ``scores``.
         noise_outputs: outputs of the model used for the noise split (default ``outputs``;
             the paper uses a CE-trained "noise model", i.e. the loaded model).
+        scores: the :func:`gradient_scores` frame of those rows when already computed
+            (e.g. by :func:`last_layer_scores`, which needs no ``grads``).
 
     Returns:
         Columns ``index, label, pred, grad_norm, M, D, S, p_s, log_p_s, comp_loss, noisy, correct``.
     """
     if outputs.multi_label:
         raise WorkspaceError("gradient scores and the noise split are single-label only")
-    scores = gradient_scores(grads, outputs.labels, lam=lam)
+    if scores is None:
+        if grads is None:
+            raise ValueError("score_table needs the gradients or their scores")
+        scores = gradient_scores(grads, outputs.labels, lam=lam)
     noise = noise_outputs if noise_outputs is not None else outputs
-    comp = pd.Series(compensated_loss(noise.probs, noise.labels)[0], index=noise.indices)
-    delta = compensated_loss(noise.probs, noise.labels)[1]
+    comp_loss, delta = compensated_loss(noise.probs, noise.labels)
+    comp = pd.Series(comp_loss, index=noise.indices)
     frame = pd.DataFrame({"index": outputs.indices, "label": outputs.labels, "pred": outputs.preds})
-    frame = pd.concat([frame, scores], axis=1)
+    frame = pd.concat([frame, scores.reset_index(drop=True)], axis=1)
     frame["comp_loss"] = comp.reindex(outputs.indices).to_numpy()
     frame["noisy"] = frame["comp_loss"] >= delta
     frame["correct"] = frame["label"] == frame["pred"]

@@ -1,0 +1,197 @@
+"""Last-layer gradient scores from per-class sums, never storing a per-sample gradient.
+
+The reference is ``gradient_scores(last_layer_gradients(...))``, which materialises every
+gradient. ``last_layer_gradients`` works in float32, so exact agreement is checked on inputs
+whose float32 products are exact (multiples of 1/64 and 1/8) and, on random inputs, against
+the same gradients built in float64.
+"""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from diagnostics import gradients as G
+from workspace.errors import WorkspaceError
+
+COLUMNS = ["grad_norm", "M", "D", "S", "p_s", "log_p_s", "log_M", "log_D", "log_S"]
+
+
+def _assert_same(got, ref, rtol=1e-9):
+    assert list(got.columns) == list(ref.columns) == COLUMNS
+    for c in COLUMNS:
+        np.testing.assert_allclose(got[c], ref[c], rtol=rtol, atol=1e-12 if c.startswith("log") else 0, err_msg=c)
+
+
+def _dyadic(n: int, k: int, d: int, seed: int):
+    """Probabilities in 1/64 steps summing to 1, embeddings in 1/8 steps: every float32
+    product in ``last_layer_gradients`` is exact."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    labels[:2] = k - 1                           # class k-1 has at least two rows ...
+    labels[2] = 0
+    labels[labels == 0] = 1
+    labels[2] = 0                                # ... and class 0 exactly one
+    counts = rng.multinomial(64, np.full(k, 1.0 / k), size=n)
+    counts[3] = 0
+    counts[3, labels[3]] = 64                    # a one-hot prediction: zero gradient
+    probs = (counts / 64.0).astype(np.float32)
+    emb = (rng.integers(-16, 17, (n, d)) / 8.0).astype(np.float32)
+    return probs, labels, emb
+
+
+def _float64_gradients(probs, labels, emb):
+    probs, emb = np.asarray(probs, np.float64), np.asarray(emb, np.float64)
+    delta = probs.copy()
+    delta[np.arange(len(labels)), labels] -= 1.0
+    return np.concatenate([(delta[:, :, None] * emb[:, None, :]).reshape(len(labels), -1), delta], axis=1)
+
+
+def test_two_samples_by_hand():
+    # class 0: p = (.5, .5), e = 1 -> a = (-.5, .5), ||g|| = sqrt(.5) sqrt(2) = 1;
+    #          p = (.75, .25), e = 3 -> a = (-.25, .25), ||g|| = sqrt(.125) sqrt(10) = sqrt(1.25).
+    # Two gradients: the mean direction bisects them, so D = (1/2, 1/2); M ~ 1/||g||.
+    # class 1: one sample, M = D = 1.
+    probs = np.array([[0.5, 0.5], [0.75, 0.25], [0.1, 0.9]])
+    emb = np.array([[1.0], [3.0], [2.0]])
+    frame = G.last_layer_scores(probs, np.array([0, 0, 1]), emb, lam=1.0, balance_classes=False)
+    np.testing.assert_allclose(frame["grad_norm"], [1.0, math.sqrt(1.25), math.sqrt(0.02) * math.sqrt(5)])
+    m0 = 1.0 / (1.0 + 1.0 / math.sqrt(1.25))
+    np.testing.assert_allclose(frame["M"], [m0, 1.0 - m0, 1.0])
+    np.testing.assert_allclose(frame["D"], [0.5, 0.5, 1.0])
+    s = np.array([2 * m0 * 0.5 / (m0 + 0.5), 2 * (1 - m0) * 0.5 / (1 - m0 + 0.5), 1.0])
+    np.testing.assert_allclose(frame["S"], s)
+    np.testing.assert_allclose(frame["p_s"], s.min() / s)
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0, 2.5])
+@pytest.mark.parametrize("balance", [True, False])
+def test_equals_the_materialised_reference_on_exact_inputs(lam, balance):
+    probs, labels, emb = _dyadic(200, 6, 5, seed=1)
+    ref = G.gradient_scores(G.last_layer_gradients(probs, labels, emb), labels, lam=lam, balance_classes=balance)
+    _assert_same(G.last_layer_scores(probs, labels, emb, lam=lam, balance_classes=balance), ref)
+
+
+@pytest.mark.parametrize("gram_rows", [4096, 1])       # Gram matrices, or gradient sums in chunks
+def test_equals_the_float64_reference_on_random_inputs(monkeypatch, gram_rows):
+    monkeypatch.setattr(G, "GRAM_ROWS", gram_rows)
+    rng = np.random.default_rng(2)
+    n, k, d = 400, 7, 9
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    emb = np.abs(rng.normal(size=(n, d)))            # ReLU-like: a shared direction, large kappa
+    ref = G.gradient_scores(_float64_gradients(probs, labels, emb), labels, lam=1.0)
+    assert ref["log_D"].min() < -5                   # D is far from uniform: a real test
+    for chunk in (1, 13, 4096):
+        _assert_same(G.last_layer_scores(probs, labels, emb, chunk=chunk), ref)
+    # float32 inputs against the float32 reference: only its rounding differs
+    p32, e32 = probs.astype(np.float32), emb.astype(np.float32)
+    loose = G.gradient_scores(G.last_layer_gradients(p32, labels, e32), labels)
+    np.testing.assert_allclose(G.last_layer_scores(p32, labels, e32)["log_p_s"], loose["log_p_s"], rtol=1e-4, atol=1e-4)
+
+
+def _mapping_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:          # a mapping header line
+                inside = len(head) >= 6 and head[-1] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+def test_memmapped_inputs_are_read_from_the_file_not_through_the_mapping(tmp_path):
+    probs, labels, emb = _dyadic(3000, 8, 64, seed=3)
+    np.save(tmp_path / "probs.npy", probs)
+    np.save(tmp_path / "emb.npy", emb.astype(np.float16))
+    mp = np.load(tmp_path / "probs.npy", mmap_mode="r")
+    me = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    got = G.last_layer_scores(mp, labels, me, chunk=100)
+    want = G.last_layer_scores(probs, labels, emb.astype(np.float16), chunk=100)
+    for c in COLUMNS:
+        np.testing.assert_array_equal(got[c], want[c])
+    if os.path.exists("/proc/self/smaps"):
+        # pages read through a mapping would be resident in this process: none were
+        path = str((tmp_path / "emb.npy").resolve())
+        assert _mapping_rss_kb(path) < 16
+        me[::7].sum()                                # touching them does show (the probe works)
+        assert _mapping_rss_kb(path) > 100
+
+
+def test_memmap_views_are_read_at_the_right_place(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(50, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "xf.npy", np.asfortranarray(x))
+    m = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rows = np.array([0, 1, 2, 7, 20, 21, 49])
+    for view, ref in ((m, x), (m[5:], x[5:]), (m[:, 3:9], x[:, 3:9]), (m[::2], x[::2]),
+                      (np.load(tmp_path / "xf.npy", mmap_mode="r"), x)):
+        reader = G._RowReader(view)
+        np.testing.assert_array_equal(reader.take(rows[rows < len(ref)]), ref[rows[rows < len(ref)]])
+        np.testing.assert_array_equal(reader.slice(3, 9), ref[3:9])
+        np.testing.assert_array_equal(reader.slice(20, 999), ref[20:])
+        reader.close()
+    mapped, plain = G._RowReader(m), G._RowReader(x)
+    assert mapped.fd is not None and plain.fd is None
+    mapped.close()
+
+
+def test_compensated_loss_in_chunks_by_hand():
+    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.9, 0.1]])
+    labels = np.array([0, 0, 1])
+    ce = np.array([-math.log(0.9), math.log(2), -math.log(0.1)])
+    h9 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    whole, delta = G.compensated_loss(probs, labels)
+    for chunk in (1, 2):
+        comp, d = G.compensated_loss(probs, labels, chunk=chunk)
+        np.testing.assert_allclose(comp, ce / np.array([h9, math.log(2), h9]))
+        np.testing.assert_array_equal(comp, whole)
+        assert d == delta == pytest.approx(ce.sum() / (2 * h9 + math.log(2)))
+
+
+def test_compensated_loss_reads_a_memmap(tmp_path):
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(5), size=1000).astype(np.float32)
+    labels = rng.integers(0, 5, 1000)
+    np.save(tmp_path / "p.npy", probs)
+    comp, delta = G.compensated_loss(np.load(tmp_path / "p.npy", mmap_mode="r"), labels, chunk=64)
+    ref, ref_delta = G.compensated_loss(probs, labels)
+    np.testing.assert_array_equal(comp, ref)
+    assert delta == pytest.approx(ref_delta, rel=1e-12)
+
+
+def test_bad_input_is_refused():
+    probs, labels, emb = _dyadic(10, 3, 2, seed=0)
+    with pytest.raises(WorkspaceError, match="single-label"):
+        G.last_layer_scores(probs, np.ones((10, 3)), emb)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        G.last_layer_scores(probs, labels[:9], emb)
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\)"):
+        G.last_layer_scores(probs, labels + 3, emb)
+    with pytest.raises(ValueError, match="lambda"):
+        G.last_layer_scores(probs, labels, emb, lam=-1)
+    with pytest.raises(ValueError, match="chunk"):
+        G.last_layer_scores(probs, labels, emb, chunk=0)
+
+
+def test_score_table_takes_precomputed_scores():
+    from workspace.cache import InferenceOutputs
+
+    probs, labels, emb = _dyadic(60, 4, 3, seed=7)
+    logits = np.log(np.maximum(probs, 1e-6))
+    out = InferenceOutputs(logits, probs, probs.argmax(axis=1), labels, emb, np.arange(60) * 2, ("a", "b", "c", "d"))
+    from_grads = G.score_table(out, G.last_layer_gradients(probs, labels, emb))
+    from_sums = G.score_table(out, None, scores=G.last_layer_scores(probs, labels, emb))
+    assert list(from_sums.columns) == list(from_grads.columns)
+    assert from_sums.attrs["delta"] == from_grads.attrs["delta"]
+    for c in ("index", "label", "pred", "comp_loss", "noisy", "correct"):
+        np.testing.assert_array_equal(from_sums[c], from_grads[c])
+    np.testing.assert_allclose(from_sums["log_p_s"], from_grads["log_p_s"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="gradients or their scores"):
+        G.score_table(out, None)
