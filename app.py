@@ -28,6 +28,7 @@ PAGES = [
     st.Page("pages/neurons.py", title="Neurons", icon=":material/hub:"),
     st.Page("pages/bir.py", title="BIR", icon=":material/cleaning_services:"),
     st.Page("pages/repair.py", title="Repair", icon=":material/build:"),
+    st.Page("pages/sweep.py", title="Sweep", icon=":material/science:"),
     st.Page("pages/sample.py", title="Sample", icon=":material/image_search:"),
 ]
 BUILTIN = ["demo", "demo-digits"]

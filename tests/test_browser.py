@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 PAGES = ["Confusion", "Bias triplets", "What-if (w-os)", "Grad-CAM", "Gradient scores",
-         "Weakspots", "Repair", "Sample", "Overview"]
+         "Weakspots", "Neurons", "BIR", "Repair", "Sweep", "Sample", "Overview"]
 
 pytestmark = pytest.mark.browser
 
