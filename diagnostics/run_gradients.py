@@ -28,6 +28,7 @@ from torch import nn
 from diagnostics import gce, noise
 from diagnostics.gradients import (
     CSV_COLUMNS, PARAM_CHOICES, _check_python_model, classifier_names, effective_share, last_layer_gradients,
+    last_layer_scores,
     model_gradients, planted_summary, score_table,
 )
 from diagnostics.registry import Diagnostic, register_diagnostic
@@ -175,6 +176,16 @@ def _head_layer(ws, model: nn.Module) -> tuple[str, bool]:
     return find_classifier(model, ws.example_input(), ws.num_classes), False
 
 
+def _closed_form(ws, model: nn.Module, outputs: InferenceOutputs) -> bool:
+    """Whether the cached embeddings are the head's input and the logits exactly head(embedding)."""
+    from workspace.layers import head_fits_outputs
+
+    if isinstance(model, torch.jit.ScriptModule):
+        return False
+    layer, exact_input = _head_layer(ws, model)
+    return exact_input and head_fits_outputs(dict(model.named_modules())[layer], outputs)
+
+
 def compute_gradients(ws, model: nn.Module, outputs: InferenceOutputs, *, split: str = "train",
                       params: str = "last", k: int = 256, chunk: int = 64, progress: Progress | None = None,
                       device: str = "auto") -> np.ndarray:
@@ -184,7 +195,7 @@ def compute_gradients(ws, model: nn.Module, outputs: InferenceOutputs, *, split:
     over the classifier's parameters; ``params="all"`` runs ``vmap`` over every parameter
     and keeps the ``k`` dominant dimensions.
     """
-    from repair.loop import head_fits_outputs
+    from workspace.layers import head_fits_outputs
     from workspace.models import select_device
 
     if params not in PARAM_CHOICES:
@@ -265,8 +276,13 @@ def compute_scores(ws, version: str = "orig", *, split: str = "train", params: s
             bias_out = gce_outputs(ws, model, progress=progress)
         else:
             model, bias_out = ws.model(version), outputs
-        grads = compute_gradients(ws, model, bias_out, split=split, params=params, k=k, progress=progress)
-        frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
+        if params == "last" and _closed_form(ws, model, bias_out):
+            # exact last-layer scores from per-class sums: no N x K(D+1) gradient matrix in memory
+            scores = last_layer_scores(bias_out.probs, bias_out.labels, bias_out.embeddings, lam=lam)
+            frame = score_table(bias_out, None, lam=lam, noise_outputs=outputs, scores=scores)
+        else:
+            grads = compute_gradients(ws, model, bias_out, split=split, params=params, k=k, progress=progress)
+            frame = score_table(bias_out, grads, lam=lam, noise_outputs=outputs)
         # the held-out baseline of the calibrated flag: the eval split when scoring train
         heldout = ws.outputs("eval", version, progress=progress) if split == "train" else None
         frame = _with_noise_flags(frame, outputs, heldout)

@@ -51,6 +51,7 @@ from diagnostics.report import (
     EMPTY, NOT_APPLICABLE, NOT_COMPUTED, OK, Section, render_html, render_json,
 )
 from diagnostics.samples import ASSOCIATION_KIND, MISLABEL_KIND, PIVOTAL_KIND
+from workspace import jobs
 from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
 from workspace.core import ORIG
 from workspace.errors import WorkspaceError
@@ -264,11 +265,9 @@ def _weakspots_section(ws, version: str, top: int) -> Section:
 
 
 def _repairs_section(ws) -> Section:
-    from repair.figures import runs_frame, tradeoff_figure
-    from repair.methods import baseline_methods
-    from repair.runs import list_runs
+    from diagnostics.figures_runs import runs_frame, tradeoff_figure
 
-    runs = list_runs(ws)
+    runs = jobs.list_jobs(ws, kind=jobs.REPAIR_KIND)
     if not runs:
         return Section("repairs", "Repairs", EMPTY, "No repair run yet: try the What-if and Repair pages.")
     frame = runs_frame(runs)
@@ -277,7 +276,7 @@ def _repairs_section(ws) -> Section:
     for text in list(dict.fromkeys(done["targets"]))[:3]:  # the three most recent targets
         base = next((r["baseline"] for r in runs if r["baseline"] and
                      "; ".join(",".join(g) for g in (r["targets"] or {}).get("targets", [])) == text), None)
-        fig = tradeoff_figure(frame[frame["targets"] == text], baseline=base, reference=baseline_methods()[1])
+        fig = tradeoff_figure(frame[frame["targets"] == text], baseline=base)
         fig.update_layout(title=f"Trade-off on {text}")
         figures.append(fig)
     shown = frame.drop(columns=["progress", "message"])

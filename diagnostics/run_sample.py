@@ -32,6 +32,7 @@ from diagnostics.samples import (
 from diagnostics.weakspots import (
     DEFAULT_K, DEFAULT_PURITY, NeighbourTable, build_representative_set, neighbour_purity, suggest_radius,
 )
+from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import Progress
 from workspace.cli import UsageError, open_from_args, tqdm_progress
@@ -234,10 +235,8 @@ def repair_changes(ws, split: str, index: int) -> list[dict]:
         ``{"run_id", "method", "rho", "parent", "model_version", "change"}`` rows, ``change``
         "fixed" or "broken"; runs whose outputs are not cached are left out.
     """
-    from repair.runs import list_runs
-
     found = []
-    for run in list_runs(ws):
+    for run in jobs.list_jobs(ws, kind=jobs.REPAIR_KIND):
         if run["status"] != "done" or not run["model_version"]:
             continue
         parent = run["parent_version"] or ORIG

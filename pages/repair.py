@@ -6,7 +6,7 @@ import streamlit as st
 from pages import ui
 from pages.widgets import repair as W
 from repair import runs
-from repair.figures import runs_frame, tradeoff_figure
+from diagnostics.figures_runs import runs_frame, tradeoff_figure
 from repair.methods import SCOPE_HELP, SCOPES, baseline_methods, get_method, method_table
 
 ws = ui.workspace()

@@ -38,7 +38,7 @@ from repair.methods import SCOPES, Method, TargetContext, in_classes
 from repair.wbn import weighted_bn
 from workspace.cache import InferenceOutputs, decide, make_loader, run_inference, to_probs
 from workspace.errors import WorkspaceError
-from workspace.layers import freeze_except, last_block, model_units, train_mode_setter
+from workspace.layers import freeze_except, head_fits_outputs, last_block, model_units, train_mode_setter
 from workspace.models import select_device
 from workspace.tensors import TensorBatches, decoded
 from workspace.training import fit, seed_everything, set_threads
@@ -399,16 +399,6 @@ def _head_outputs(head: nn.Module, base: InferenceOutputs, device) -> InferenceO
                             split=base.split, skipped=base.skipped)
 
 
-def head_fits_outputs(head: nn.Linear, outputs: InferenceOutputs) -> bool:
-    """The cached logits really are ``head(embedding)`` (nothing after the head)."""
-    if outputs.embeddings is None or outputs.embeddings.shape[1] != head.in_features:
-        return False
-    rows = slice(0, min(64, outputs.n))
-    with torch.no_grad():
-        z = head(torch.from_numpy(np.asarray(outputs.embeddings[rows])).float()).numpy()
-    return bool(np.allclose(z, outputs.logits[rows], rtol=1e-3, atol=1e-3))
-
-
 def _finetune_head(ws, method, ctx, config, *, parent, device, generator, record, on_step, should_stop, log,
                    progress, threads):
     base_model = ws.model(parent)
@@ -497,7 +487,7 @@ def estimate_seconds(ws, method: Method, ctx: TargetContext, config: TrainConfig
     def on_step(step, total, loss):
         times.append(time.perf_counter())
 
-    finetune(ws, method, ctx, probe_config, parent=parent, on_step=on_step, progress=progress, probe=True)
+    method.train(ws, ctx, probe_config, parent=parent, on_step=on_step, progress=progress, probe=True)
     per_step = (times[-1] - times[0]) / max(len(times) - 1, 1) if len(times) > 1 else float("nan")
     n_train = len(_train_indices(ws, config))
     if config.scope == "head":

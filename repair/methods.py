@@ -233,6 +233,18 @@ class Method:
         """Post-hoc methods: the predictions after the method (default: unchanged)."""
         return preds
 
+    def train(self, ws, ctx: TargetContext, config, *, parent: str, **callbacks):
+        """Fine-tuning methods: produce the repaired model (default: the one loop with this method's
+        hooks, :func:`repair.loop.finetune`). A method with its own procedure overrides this and
+        still trains through :func:`workspace.training.fit`.
+
+        Returns:
+            ``(model, history, final_eval_outputs)`` as :func:`repair.loop.finetune` does.
+        """
+        from repair.loop import finetune
+
+        return finetune(ws, self, ctx, config, parent=parent, **callbacks)
+
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -479,6 +491,68 @@ class PGD(Method):
         if len(self.probabilities) != len(labels):
             raise ValueError(f"pgd: {len(self.probabilities)} probabilities for {len(labels)} samples")
         return self.probabilities
+
+
+ONLY_OWN_LAYERS = "BIR picks its own layer subset on the reserved set (scope all)"
+
+
+@register
+class BIR(Method):
+    name, stage = "bir", "input"
+    param = Param(name="threshold", default=0.04879016416943205, low=0.0, high=1.0, step=0.01,
+                  grid=(0.0, 0.0198, 0.0488, 0.0953, 0.1823),
+                  help="s(z) = L(z; phi) - L(z; theta) above which a train sample is detrimental (log 1.05)")
+    unsupported_scopes = {"head": ONLY_OWN_LAYERS, "last-block": ONLY_OWN_LAYERS}
+    description = ("BIR: a clean reserved set picks the layers that learn from clean data (phi); train samples "
+                   "phi finds worse are aligned (an energy step) and soft-relabelled, and those layers are "
+                   "retrained on them plus as many others (\"Retaining Beneficial Information from Detrimental "
+                   "Data for DNN Repair\", Algorithm 1). The target is only evaluated, not optimised.")
+
+    def applicability(self, model=None, ws=None, scope="all"):
+        reason = self.scope_reason(scope)
+        if reason is None and ws is not None:
+            if ws.multi_label:
+                return "bir is not applicable: its losses are single-label cross-entropies"
+            if not ws.has_split("reserved") and not any(
+                    r["verdict"] == "not mislabelled" for r in ws.store.list_reviews("mislabel")):
+                return ("bir needs a clean reserved set: [data] reserved in workspace.toml, or train samples "
+                        "confirmed \"not mislabelled\" on the Gradient scores page")
+        return reason
+
+    def train(self, ws, ctx, config, *, parent, on_step=None, on_eval=None, should_stop=None, log=None,
+              progress=None, probe=False):
+        from repair.procedures import train_bir
+
+        return train_bir(ws, ctx, config, parent=parent, threshold=float(ctx.rho), on_step=on_step,
+                         on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, probe=probe)
+
+
+@register
+class NeuronTune(Method):
+    name, stage = "neurontune", "model"
+    param = Param(name="lambda", default=0.0, low=0.0, high=1.0, step=0.05, grid=(0.0, 0.1, 0.25, 0.5, 1.0),
+                  help="the margin a neuron's delta must exceed in every class to count as spurious")
+    unsupported_scopes = {"all": "NeuronTune retrains the last layer only (scope head)",
+                          "last-block": "NeuronTune retrains the last layer only (scope head)"}
+    description = ("NeuronTune-style (our reading): embedding neurons that fire more on the misclassified than on "
+                   "the correct held-out samples of every class are zeroed, and the head is retrained with "
+                   "class-balanced sampling, selected by SFit.")
+
+    def applicability(self, model=None, ws=None, scope="all"):
+        reason = self.scope_reason(scope)
+        if reason is None and ws is not None:
+            if ws.multi_label:
+                return "neurontune is not applicable on multi-label workspaces"
+            if ws.capabilities().get("embeddings"):
+                return "neurontune needs embeddings: " + ws.capabilities()["embeddings"]
+        return reason
+
+    def train(self, ws, ctx, config, *, parent, on_step=None, on_eval=None, should_stop=None, log=None,
+              progress=None, probe=False):
+        from repair.procedures import train_neurontune
+
+        return train_neurontune(ws, ctx, config, parent=parent, lam=float(ctx.rho), on_step=on_step,
+                                on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, probe=probe)
 
 
 def method_table(model: nn.Module | None = None, ws=None, *, scope: str = "all") -> list[dict]:

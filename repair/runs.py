@@ -11,10 +11,13 @@ so that no page has to run it again).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from repair import distributed
-from repair.loop import TrainConfig, eval_metrics, finetune, head_train_outputs
+from repair.loop import TrainConfig, eval_metrics, head_train_outputs
 from repair.methods import TargetContext, get_method
 from workspace import jobs
 from workspace.cache import InferenceOutputs
@@ -22,7 +25,7 @@ from workspace.core import ORIG, file_sha256
 from workspace.models import select_device
 from workspace.targets import Target
 
-KIND = "repair"
+KIND = jobs.REPAIR_KIND
 jobs.register_job_kind(KIND, "repair.runs:execute", description="fine-tuning or post-hoc repair of a model version")
 
 
@@ -62,8 +65,22 @@ def submit(ws, method: str, target: Target, rho: float | None, config: TrainConf
     return run_id
 
 
-def _summary(metric: dict) -> dict:
-    return {"accuracy": metric["accuracy"], "target_error": metric["target_error"]}
+def _summary(metric: dict, ws=None, outputs=None) -> dict:
+    """Accuracy and target error; with the workspace's groups, the worst group's accuracy too."""
+    out = {"accuracy": metric["accuracy"], "target_error": metric["target_error"]}
+    groups = None if ws is None or outputs is None else ws.groups(outputs.split or "eval")
+    if groups is not None:
+        ids, names = groups
+        worst = worst_group(np.asarray(outputs.correct), ids[np.asarray(outputs.indices)], names)
+        if worst is not None:
+            out.update(worst_group_accuracy=worst[0], worst_group=worst[1])
+    return out
+
+
+def worst_group(correct: np.ndarray, groups: np.ndarray, names: list[str]) -> tuple[float, str] | None:
+    """The lowest per-group accuracy and its group's name (groups without samples are left out)."""
+    values = [(float(correct[groups == g].mean()), names[g]) for g in range(len(names)) if (groups == g).any()]
+    return min(values) if values else None
 
 
 def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
@@ -79,7 +96,8 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     base_outputs = ws.outputs("eval", parent, progress=rep.progress)
     base = eval_metrics(base_outputs, ctx)
     main = distributed.is_main()  # data-parallel ranks other than 0 write nothing
-    rep.update(baseline=_summary(base))
+    base_summary = _summary(base, ws, base_outputs)
+    rep.update(baseline=base_summary)
     if main:
         ws.store.add_metric(job["id"], epoch=0, step=0, accuracy=base["accuracy"],
                             target_error=base["target_error"], extra={"confusion": base["confusion"]})
@@ -93,6 +111,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
                                  class_names=base_outputs.class_names, task=base_outputs.task,
                                  threshold=base_outputs.threshold)
         final = eval_metrics(after, ctx)
+        final_summary = _summary(final, ws, dataclasses.replace(base_outputs, preds=preds))
         ws.store.add_metric(job["id"], epoch=1, step=1, accuracy=final["accuracy"],
                             target_error=final["target_error"], extra={"confusion": final["confusion"]})
     else:
@@ -112,16 +131,18 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
                                     accuracy=metric["accuracy"], target_error=metric["target_error"],
                                     loss=metric["loss"], extra={"confusion": metric["confusion"]})
 
-        model, history, outputs = finetune(ws, method, ctx, config, parent=parent, on_step=on_step, on_eval=on_eval,
+        model, history, outputs = method.train(ws, ctx, config, parent=parent, on_step=on_step, on_eval=on_eval,
                                            should_stop=rep.should_stop, log=rep.log, progress=rep.progress)
         final = history[-1]
+        outputs.split = "eval"
+        final_summary = _summary(final, ws, outputs)
         if not main:
             distributed.shutdown()
             return {}
         if not job.get("parent_run") or job.get("params", {}) and job["params"].get("keep_version"):
             row = ws.save_version(model, method=method.name, parent=parent, rho=ctx.rho, targets=target.to_dict(),
                                   seed=config.seed, epochs=config.epochs,
-                                  metrics={**_summary(final), "baseline": _summary(base), "scope": config.scope},
+                                  metrics={**final_summary, "baseline": base_summary, "scope": config.scope},
                                   run_id=job["id"])
             ws.save_outputs(outputs, "eval", row["id"])
             if config.scope == "head":
@@ -134,8 +155,8 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     distributed.shutdown()
     rep.log(f"done: accuracy {final['accuracy']:.4f}, target error {final['target_error']:.4f}"
             + ("" if version is None else f", saved as {version}"))
-    rep.update(final=_summary(final), model_version=version)
-    return {"final": _summary(final), "baseline": _summary(base), "model_version": version}
+    rep.update(final=final_summary, model_version=version)
+    return {"final": final_summary, "baseline": base_summary, "model_version": version}
 
 
 def list_runs(ws, *, method: str | None = None) -> list[dict]:

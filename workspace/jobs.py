@@ -36,6 +36,7 @@ from typing import Callable
 from workspace.errors import Cancelled, WorkspaceError
 
 REPO = Path(__file__).resolve().parent.parent
+REPAIR_KIND = "repair"  # the job kind of repair runs (registered by repair.runs; reports read them)
 ACTIVE = ("queued", "running")
 LOG_LINES = 40
 

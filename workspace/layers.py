@@ -262,3 +262,13 @@ def mask_from_state_dict(state: dict, name: str) -> np.ndarray | None:
     """The keep-mask a state dict carries for the head ``name`` (``<name>.mask``), or None."""
     value = state.get(f"{name}.mask")
     return None if value is None else np.asarray(torch.as_tensor(value).detach().cpu().numpy(), dtype=np.float32)
+
+
+def head_fits_outputs(head: nn.Linear, outputs) -> bool:
+    """The cached logits really are ``head(embedding)`` (nothing after the head)."""
+    if outputs.embeddings is None or outputs.embeddings.shape[1] != head.in_features:
+        return False
+    rows = slice(0, min(64, outputs.n))
+    with torch.no_grad():
+        z = head(torch.from_numpy(np.asarray(outputs.embeddings[rows])).float()).numpy()
+    return bool(np.allclose(z, outputs.logits[rows], rtol=1e-3, atol=1e-3))

@@ -1,6 +1,7 @@
 """Repair figures on hand-made inputs."""
 
-from repair.figures import curves_figure, runs_frame, tradeoff_figure
+from diagnostics.figures_runs import runs_frame, tradeoff_figure
+from repair.figures import curves_figure
 
 
 def test_runs_frame_and_tradeoff_region():

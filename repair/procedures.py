@@ -1,0 +1,122 @@
+"""Repair methods with their own procedure (not the fine-tuning loop's hooks): BIR and NeuronTune-style.
+
+Both still train through :func:`workspace.training.fit` (inside :mod:`diagnostics.bir` and
+:mod:`diagnostics.neurons`) and return what :func:`repair.loop.finetune` returns, so a run, a
+sweep and the pages treat them like any other method.
+
+* :func:`train_bir`: the stored identification (layer subset, phi) and scores of
+  :mod:`diagnostics.run_bir`, the detrimental set at the run's threshold, then the treatment
+  (energy-aligned, soft-relabelled detrimental samples plus as many others, the chosen layers
+  retrained until the loss stops falling). One evaluation at the end.
+* :func:`train_neurontune`: neuron scores on the held-out split (:mod:`diagnostics.run_neurons`),
+  the spurious set at lambda (rule "all"), the head retrained behind the neuron mask on the cached
+  train embeddings with class-balanced sampling and selected by SFit; the masked head is part of the
+  new model version. Evaluations from the cached eval embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from repair.loop import eval_metrics, evaluate, head_module
+from workspace.errors import WorkspaceError
+from workspace.models import select_device
+from workspace.training import seed_everything
+
+
+def _record(history, on_eval, outputs, ctx, *, epoch: float, step: int, loss, log):
+    metric = {"epoch": round(float(epoch), 4), "step": int(step), "loss": loss, **eval_metrics(outputs, ctx)}
+    history.append(metric)
+    if log:
+        log(f"epoch {epoch:.2f}: accuracy {metric['accuracy']:.4f}, target error {metric['target_error']:.4f}")
+    if on_eval:
+        on_eval(metric)
+
+
+def _steps(on_step):
+    """A progress callback for the algorithm modules that also drives the run's step reports."""
+    if on_step is None:
+        return None
+    return lambda done, total: on_step(max(done, 1), max(total, 1), float("nan"))
+
+
+def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, on_eval=None, should_stop=None,
+              log=None, progress=None, probe: bool = False):
+    """BIR (Algorithm 1) on the workspace's train split; returns ``(model, history, outputs)``."""
+    from diagnostics import bir, run_bir
+    from workspace.tensors import normalise
+
+    if probe:
+        raise WorkspaceError("bir has no timing probe: its length depends on early stopping")
+    seed_everything(config.seed)
+    device = select_device(config.device)
+    log = log or (lambda text: None)
+    # a step budget (a quick run) caps both trainings at one epoch; else the paper's early stopping
+    max_epochs = 1 if config.max_steps is not None else 30
+    found = run_bir.identification(ws, parent, max_epochs=max_epochs, progress=progress, should_stop=should_stop)
+    frame = run_bir.raw_scores(ws, parent, found=found, progress=progress, should_stop=should_stop)
+    causes = frame["index"].to_numpy()[bir.select_causes(frame["score"].to_numpy(), threshold=threshold)]
+    rest = frame["index"].to_numpy()[bir.sample_remaining(len(frame), np.flatnonzero(
+        np.isin(frame["index"].to_numpy(), causes)), seed=config.seed)]
+    log(f"bir: layers {found['chosen']}; {len(causes):,} detrimental train samples at threshold {threshold:.4g} "
+        f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in")
+    pixels = run_bir._pixels(ws, "train", progress)
+    t = ws.config.transform
+    labels = ws.split("train").labels
+
+    def tensors(rows):
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        return (normalise(torch.from_numpy(np.asarray(pixels.images[rows])), t.mean, t.std),
+                torch.as_tensor(labels[rows], dtype=torch.int64))
+
+    treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
+                          lr=1e-3, batch_size=64, max_epochs=max_epochs, seed=config.seed, device=device,
+                          progress=_steps(on_step),
+                          should_stop=should_stop)
+    model = treatment.model
+    outputs = evaluate(ws, model, device)
+    history: list[dict] = []
+    _record(history, on_eval, outputs, ctx, epoch=len(treatment.epoch_losses), step=len(treatment.epoch_losses),
+            loss=treatment.epoch_losses[-1] if treatment.epoch_losses else None, log=log)
+    return model.to("cpu").eval(), history, outputs
+
+
+def train_neurontune(ws, ctx, config, *, parent: str, lam: float, on_step=None, on_eval=None, should_stop=None,
+                     log=None, progress=None, probe: bool = False, rule: str = "all"):
+    """NeuronTune-style regulation of the head; returns ``(model, history, outputs)``."""
+    from diagnostics import neurons, run_neurons
+    from repair.loop import _head_outputs
+    from workspace.layers import install_masked_head
+
+    seed_everything(config.seed)
+    device = select_device(config.device)
+    log = log or (lambda text: None)
+    found = run_neurons.neuron_scores(ws, parent, lam=lam, progress=progress)
+    mask = found["scores"].mask(rule)
+    if not mask.any():
+        raise WorkspaceError(f"at lambda {lam:g} every neuron is spurious: nothing would be left for the head")
+    base_model = ws.model(parent)
+    name, head = head_module(ws, base_model)
+    train = ws.outputs("train", parent, progress=progress)
+    held = found["outputs"]
+    log(f"neurontune: {int((mask == 0).sum())} of {len(mask)} neurons zeroed (rule {rule}, lambda {lam:g}, scored on "
+        f"{found['split']}); retraining {name} with class-balanced sampling"
+        + (f"; {found['warning']}" if found["warning"] else ""))
+    epochs = 2 if probe else int(config.epochs)
+    result = neurons.retrain_head(np.asarray(train.embeddings), np.asarray(train.labels),
+                                  np.asarray(held.embeddings), np.asarray(held.labels), head=head, mask=mask,
+                                  epochs=epochs, lr=1e-3, batch_size=config.batch_size, seed=config.seed,
+                                  device=device, progress=_steps(on_step), should_stop=should_stop)
+    model = copy.deepcopy(base_model)
+    install_masked_head(model, name, mask, head=result.head)
+    evals = ws.outputs("eval", parent)
+    _, new_head = head_module(ws, model)
+    outputs = _head_outputs(new_head.eval(), evals, torch.device("cpu"))
+    history: list[dict] = []
+    _record(history, on_eval, outputs, ctx, epoch=epochs, step=epochs,
+            loss=result.epoch_losses[-1] if result.epoch_losses else None, log=log)
+    log(f"neurontune: SFit {result.sfit[0]:.3g} -> {min(result.sfit):.3g} (epoch {result.best_epoch} kept)")
+    return model.eval(), history, outputs
