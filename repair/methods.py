@@ -191,6 +191,11 @@ class Method:
     def uses_rho(self) -> bool:
         return self.param is not None
 
+    @property
+    def uses_loop(self) -> bool:
+        """Trains through the fine-tuning loop's hooks (False: its own :meth:`train` procedure)."""
+        return type(self).train is Method.train
+
     def scope_reason(self, scope: str) -> str | None:
         """Why the method cannot run at ``scope`` (None when it can; post-hoc ignores scopes)."""
         if scope not in SCOPES:

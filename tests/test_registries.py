@@ -61,7 +61,7 @@ def test_every_method_through_the_cli(name, demo_ws, demo_train, capsys):
     assert code == 0, captured.err
     out = json.loads(captured.out)
     assert out["status"] == "done", out["error"]
-    assert set(out["final"]) == {"accuracy", "target_error"}
+    assert {"accuracy", "target_error", "worst_group_accuracy", "worst_group"} == set(out["final"])  # demo: groups
     assert (out["model_version"] is not None) == m.finetunes
 
 

@@ -20,7 +20,9 @@ from workspace import jobs
 from workspace.core import file_sha256, open_workspace
 from workspace.targets import Target
 
-FINETUNING = [m for m in list_methods() if get_method(m).finetunes]
+# the methods that plug into the fine-tuning loop's hooks (bir and neurontune have their own
+# procedures: tests/repair/test_procedures.py and the registry tests)
+FINETUNING = [m for m in list_methods() if get_method(m).finetunes and get_method(m).uses_loop]
 
 
 def T(ws, *groups):
@@ -78,7 +80,11 @@ def test_pgd_is_listed_not_applicable_on_multi_label(multi_label_workspace):
 
     rows = {r["method"]: r for r in method_table(None, open_workspace(multi_label_workspace))}
     assert not rows["pgd"]["available"] and "single-label" in rows["pgd"]["reason"]
-    assert {m for m, r in rows.items() if not r["available"]} == {"pgd"}
+    assert all(r["reason"] for r in rows.values() if not r["available"])
+    # every method of the loop except the gradient-score sampler works on multi-label data
+    assert {m for m in FINETUNING if not rows[m]["available"]} == {m for m in FINETUNING
+                                                                  if get_method(m).stage == "input"
+                                                                  and not get_method(m).uses_rho}
 
 
 def test_config_defaults_come_from_the_workspace_train_section(tiny_workspace):
