@@ -9,7 +9,7 @@ PORT ?= 8501
 WORKSPACE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench demo-assets
+.PHONY: setup setup-cluster run test bench demo-assets
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# the optional Ray extra for sweeps on a cluster (python -m repair sweep ... --executor ray)
+setup-cluster: setup
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-cluster.txt
 
 run: setup
 	$(PY) -m workspace info --workspace $(WORKSPACE)

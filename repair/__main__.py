@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="SCOPE=N,...: a step budget for the runs at that scope (e.g. all=30)")
     sw.add_argument("--lambda1", type=finite_float, default=0.25, help="repaired: target error drops by at least")
     sw.add_argument("--lambda2", type=finite_float, default=0.01, help="repaired: accuracy drops by at most")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local (one run after another) or ray (every run that can start as a Ray task; "
+                         "needs requirements-cluster.txt)")
+    sw.add_argument("--address", default=None,
+                    help="the Ray cluster: auto or ray://host:10001 (default: a local Ray on this machine)")
     sw.add_argument("--resume", type=int, metavar="SWEEP_ID", help="continue a stopped sweep (finished runs reused)")
     sw.add_argument("--show", type=int, metavar="SWEEP_ID", help="print a sweep as it stands; runs nothing")
     sw.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown",
@@ -185,7 +190,8 @@ def _sweep(args, ws) -> dict:
             sweep_id = sweep.create_sweep(
                 ws, Target.parse(args.targets, ws.class_names), args.methods, config=_config(args, ws),
                 rhos=args.rhos, seeds=args.seeds, parent=args.parent, method_scopes=args.method_scope,
-                scope_max_steps=budgets, lambda1=args.lambda1, lambda2=args.lambda2)
+                scope_max_steps=budgets, lambda1=args.lambda1, lambda2=args.lambda2, executor=args.executor,
+                address=args.address)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.background:

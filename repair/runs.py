@@ -99,7 +99,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     base_summary = _summary(base, ws, base_outputs)
     rep.update(baseline=base_summary)
     if main:
-        ws.store.add_metric(job["id"], epoch=0, step=0, accuracy=base["accuracy"],
+        rep.metric(epoch=0, step=0, accuracy=base["accuracy"],
                             target_error=base["target_error"], extra={"confusion": base["confusion"]})
     rep.phase(f"{method.name}: preparing", share=(0.05, 0.1))
     method.prepare(ws, parent, progress=rep.progress)
@@ -112,7 +112,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
                                  threshold=base_outputs.threshold)
         final = eval_metrics(after, ctx)
         final_summary = _summary(final, ws, dataclasses.replace(base_outputs, preds=preds))
-        ws.store.add_metric(job["id"], epoch=1, step=1, accuracy=final["accuracy"],
+        rep.metric(epoch=1, step=1, accuracy=final["accuracy"],
                             target_error=final["target_error"], extra={"confusion": final["confusion"]})
     else:
         rep.phase(f"{method.name}: preparing the data ({config.scope} scope)", share=(0.05, 0.1))
@@ -127,7 +127,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
         def on_eval(metric):
             rep.flush()
             if main:
-                ws.store.add_metric(job["id"], epoch=metric["epoch"], step=metric["step"],
+                rep.metric(epoch=metric["epoch"], step=metric["step"],
                                     accuracy=metric["accuracy"], target_error=metric["target_error"],
                                     loss=metric["loss"], extra={"confusion": metric["confusion"]})
 

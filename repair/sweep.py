@@ -272,7 +272,7 @@ def _context(ws, job: dict):
 def create_sweep(ws, target: Target, methods: list[str] | None = None, *, config: TrainConfig,
                  rhos=DEFAULT_RHOS, seeds: int = 5, parent: str = ORIG, method_scopes: dict[str, str] | None = None,
                  scope_max_steps: dict[str, int] | None = None, lambda1: float = 0.25,
-                 lambda2: float = 0.01) -> int:
+                 lambda2: float = 0.01, executor: str = "local", address: str | None = None) -> int:
     """Validate a sweep and write its ``queued`` job row. Returns the sweep (job) id.
 
     Args:
@@ -284,10 +284,17 @@ def create_sweep(ws, target: Target, methods: list[str] | None = None, *, config
         seeds: S >= 1 (the paper: 5; statistics need 2 or more).
         method_scopes: method -> scope overrides (default: :func:`method_scope`).
         scope_max_steps: scope -> step budget for the runs at that scope.
+        executor: "local" (one run after another in the sweep's process) or "ray" (every run that
+            can start as a Ray task: :mod:`repair.cluster`); ``address`` the Ray cluster
+            ("auto", "ray://host:10001"; None starts a local Ray).
 
     Raises:
         ValueError: an unknown method or scope, a method not applicable here, a bad grid or setting.
     """
+    from repair.cluster import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     config = config.replace(seed=0)
     names = default_methods() if methods is None else list(dict.fromkeys(methods))
     for name in names:
@@ -326,7 +333,8 @@ def create_sweep(ws, target: Target, methods: list[str] | None = None, *, config
         if not 0 <= float(value) < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     queue = select_device(config.device).type
-    return jobs.create_job(ws, KIND, queue=queue, label=KIND, params={**spec.to_dict(), "skipped": skipped},
+    return jobs.create_job(ws, KIND, queue=queue, label=KIND,
+                           params={**spec.to_dict(), "skipped": skipped, "executor": executor, "address": address},
                            targets=target.to_dict(), config=vars(config), parent_version=parent)
 
 
@@ -362,6 +370,13 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     """The job entry of a sweep (see the module docstring). Returns :func:`sweep_result`."""
     spec, target, config, parent = _context(ws, job)
     keys = Keys(ws, target, config, spec, parent)
+    params = job["params"] or {}
+    executor = None
+    if params.get("executor", "local") != "local":
+        from repair.cluster import RayExecutor
+
+        executor = RayExecutor(params.get("address"))
+        rep.log(f"executor: {executor.describe()}")
     rep.phase(f"orig: evaluating {parent} on eval", share=(0.0, 0.02))
     original = _original(ws, target, parent, progress=rep.progress)
     rep.update(baseline=original)
@@ -389,17 +404,24 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
         if not todo:
             break
         rep.check()
-        item = todo[0]
         # what is left to compute, with a guess for the seeds of settings not selected yet
         left = sum(cost(i) for i in todo) + (0 if any(i.phase == "seeds" for i in items) else
                                               (spec.seeds - 1) * sum(not get_method(m).deterministic
                                                                      for m in spec.methods))
         done_cost = sum(cost(i) for i in items if keys(i) in computed)
-        _run_item(ws, job, rep, spec, target, config, parent, item, keys(item), done_cost, done_cost + left,
-                  f"{len(computed) + 1}/{len(computed) + len(todo)} to compute ({reused} reused)")
-        computed.add(keys(item))
-        if _done(_runs_by_key(ws).get(keys(item), [])) is None:
-            failed_here.add(keys(item))
+        batch = todo if executor is not None else todo[:1]  # a cluster runs everything that can start
+        if executor is not None:
+            _run_items_on_cluster(ws, job, rep, executor, spec, target, config, parent, batch, keys, done_cost,
+                                  done_cost + left)
+        else:
+            _run_item(ws, job, rep, spec, target, config, parent, batch[0], keys(batch[0]), done_cost,
+                      done_cost + left, f"{len(computed) + 1}/{len(computed) + len(todo)} to compute ({reused} reused)")
+        for item in batch:
+            computed.add(keys(item))
+        by_key = _runs_by_key(ws)
+        for item in batch:
+            if _done(by_key.get(keys(item), [])) is None:
+                failed_here.add(keys(item))
     rep.log(f"sweep finished in {jobs.format_seconds(time.monotonic() - started)}: {len(computed)} run(s) computed, "
             f"{reused} reused")
     return sweep_result(ws, job["id"], finished=True)
@@ -437,6 +459,35 @@ def _run_item(ws, job, rep, spec, target, config, parent, item, key, done_cost, 
     else:
         rep.log(f"run {child} {item.label}: {row['status']}" + (f": {row['error']}" if row["error"] else ""))
     rep.progress(int(units * (done_cost + cost)), int(units * total_cost), f"{counter}: {item.label} finished")
+
+
+def _run_items_on_cluster(ws, job, rep, executor, spec, target, config, parent, items, keys, done_cost,
+                          total_cost) -> None:
+    """Create the child runs of ``items`` and run them all at once on the cluster."""
+    units = 1000
+    children = {}
+    for item in items:
+        try:
+            child = runs.create_run(ws, item.method, target, item.rho, item_config(config, spec, item),
+                                    parent=parent, parent_run=job["id"], run_key=keys(item))
+        except (ValueError, WorkspaceError) as exc:
+            rep.log(f"{item.label}: cannot run: {exc}")
+            continue
+        children[child] = item
+    finished = {"cost": 0.0}
+    rep.log(f"submitted {len(children)} run(s) to the cluster")
+
+    def on_done(child):
+        item = children[child]
+        row = ws.store.get_run(child)
+        finished["cost"] += POST_HOC_COST if get_method(item.method).post_hoc else 1.0
+        text = (f"accuracy {row['final']['accuracy']:.4f}, target error {row['final']['target_error']:.4f}"
+                if row["status"] == "done" and row["final"] else f"{row['status']}: {row['error'] or ''}")
+        rep.log(f"run {child} {item.label} ({item.scope}): {text}")
+        rep.progress(int(units * (done_cost + finished["cost"])), int(units * total_cost),
+                     f"cluster: {item.label} finished")
+
+    executor.run(ws, list(children), on_done=on_done, should_stop=rep.should_stop)
 
 
 def _original(ws, target: Target, parent: str, *, progress=None, cached_only: bool = False) -> dict | None:

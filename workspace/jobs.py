@@ -305,6 +305,12 @@ class Reporter:
     def update(self, **fields) -> None:
         self.store.update_run(self.job_id, **fields)
 
+    def metric(self, *, epoch: float, step: int, accuracy=None, target_error=None, loss=None, extra=None) -> None:
+        """An evaluation's metrics (written at once, after the pending step losses)."""
+        self.flush()
+        self.store.add_metric(self.job_id, epoch=epoch, step=step, accuracy=accuracy, target_error=target_error,
+                              loss=loss, extra=extra)
+
     def should_stop(self) -> bool:
         now = time.monotonic()
         if now - self._last_check >= 0.2:
@@ -360,6 +366,9 @@ def run_job(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
 class SilentReporter(Reporter):
     """The reporter of a data-parallel rank other than 0: it only reads the cancel flag."""
 
+    def metric(self, **fields) -> None:
+        pass
+
     def log(self, text: str) -> None:
         pass
 
@@ -374,6 +383,75 @@ class SilentReporter(Reporter):
 
     def update(self, **fields) -> None:
         pass
+
+
+class MemoryReporter(Reporter):
+    """A reporter that keeps everything in memory: a job executed away from the store (a Ray worker)
+    hands it back to the process that owns the store (:func:`apply_report`)."""
+
+    def __init__(self, job_id: int, *, cancelled=None):
+        super().__init__(None, job_id)
+        self.updates: dict = {}
+        self.metrics: list[dict] = []
+        self.cancelled = cancelled or (lambda: False)
+
+    def log(self, text: str) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def progress(self, done: int, total: int, message: str | None = None) -> None:
+        self.updates["progress"] = done / max(total, 1)
+
+    def step_loss(self, epoch: float, step: int, loss: float) -> None:
+        self.metrics.append({"epoch": round(epoch, 5), "step": step, "loss": loss})
+
+    def flush(self) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        self.updates.update(fields)
+
+    def metric(self, **fields) -> None:
+        self.metrics.append(fields)
+
+    def should_stop(self) -> bool:
+        return bool(self.cancelled())
+
+    def report(self) -> dict:
+        return {"updates": self.updates, "metrics": self.metrics, "log_tail": "\n".join(self.lines)}
+
+
+def execute_detached(ws, job: dict, *, cancelled=None) -> dict:
+    """Run a job's entry without touching the store; returns everything it reported.
+
+    Returns:
+        ``{"status", "result", "error", "updates", "metrics", "log_tail"}`` for :func:`apply_report`.
+    """
+    rep = MemoryReporter(job["id"], cancelled=cancelled)
+    try:
+        result = _resolve(job["entry"])(ws, job, rep) or {}
+        return {"status": "done", "result": result, "error": None, **rep.report()}
+    except Cancelled:
+        return {"status": "cancelled", "result": None, "error": None, **rep.report()}
+    except Exception as exc:  # noqa: BLE001 - reported on the job row by the store's owner
+        return {"status": "failed", "result": None, "error": one_line(exc), **rep.report()}
+
+
+def apply_report(ws, job_id: int, report: dict, *, started_at: float | None = None) -> dict:
+    """Write a detached execution's report to the job row (the store's owner does this)."""
+    steps = [m for m in report["metrics"] if "accuracy" not in m]
+    if steps:
+        ws.store.add_metrics(job_id, steps)
+    for m in report["metrics"]:
+        if "accuracy" in m:
+            ws.store.add_metric(job_id, **m)
+    fields = {k: v for k, v in report["updates"].items() if k not in ("progress", "eta")}
+    if report["status"] == "done":
+        fields["progress"] = 1.0
+    if started_at is not None:
+        fields["started_at"] = started_at
+    ws.store.update_run(job_id, status=report["status"], result=report["result"], error=report["error"],
+                        log_tail=report["log_tail"], finished_at=time.time(), eta=None, **fields)
+    return get_job(ws, job_id)
 
 
 def _rank() -> int:
