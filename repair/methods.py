@@ -383,9 +383,20 @@ class WLoss(Method):
 
 
 def class_centroid(embeddings: torch.Tensor, labels: torch.Tensor, k: int, multi_label: bool):
-    """``P(k)``: mean representation of the batch samples of class k (None if absent)."""
+    """``P(k)``: mean representation of the batch samples of class k (None if absent).
+
+    In data-parallel training the batch is split over the processes: the sums and counts are
+    all-reduced (with gradients), so every rank gets the centroid of the whole global batch.
+    """
     mask = labels[:, k] > 0.5 if multi_label else labels == k
-    return embeddings[mask].mean(0) if mask.any() else None
+    total, count = embeddings[mask].sum(0), mask.sum().to(embeddings.dtype)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.distributed.nn.functional import all_reduce
+
+        total = all_reduce(total)
+        count = count.detach().clone()
+        torch.distributed.all_reduce(count)
+    return total / count if count > 0 else None
 
 
 @register

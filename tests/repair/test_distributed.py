@@ -65,7 +65,7 @@ def _run(workspace, method, nproc):
     return out
 
 
-@pytest.mark.parametrize("method", ["orig-ft", "w-aug", "w-bn"])
+@pytest.mark.parametrize("method", ["orig-ft", "w-aug", "w-bn", "w-dbr"])
 def test_two_processes_match_one(ddp_workspace, method):
     one, two = _run(ddp_workspace, method, 1), _run(ddp_workspace, method, 2)
     tol = 1 / 18 + 1e-9
