@@ -15,19 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-#: entry modules, imported on first use of the registry
-ENTRY_MODULES = (
-    "diagnostics.run_bir",
-    "diagnostics.run_confusion",
-    "diagnostics.run_gradcam",
-    "diagnostics.run_gradients",
-    "diagnostics.run_neurons",
-    "diagnostics.run_report",
-    "diagnostics.run_sample",
-    "diagnostics.run_weakspots",
-)
+#: entry modules: every ``diagnostics/run_<topic>.py``, imported on first use of the registry
+ENTRY_PATTERN = "run_*.py"
 
 
 @dataclass(frozen=True)
@@ -67,10 +59,15 @@ def register_diagnostic(diagnostic: Diagnostic) -> Diagnostic:
     return diagnostic
 
 
+def entry_modules() -> list[str]:
+    """The entry modules found next to this file (a new diagnostic only adds its own file)."""
+    return sorted(f"diagnostics.{p.stem}" for p in Path(__file__).resolve().parent.glob(ENTRY_PATTERN))
+
+
 def _load() -> None:
     global _loaded
     if not _loaded:
-        for name in ENTRY_MODULES:
+        for name in entry_modules():
             importlib.import_module(name)
         _loaded = True
 
