@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "list":
         result = [{k: r[k] for k in ("id", "method", "rho", "targets", "status", "progress", "model_version",
                                      "baseline", "final", "error", "created_at")}
-                  | {"scope": (r["config"] or {}).get("scope", "all")} for r in runs.list_runs(ws)]
+                  | {"scope": (r["config"] or {}).get("scope", "all"), "sweep": r["parent_run"]}
+                  for r in runs.list_runs(ws, sweeps=True)]
     elif args.command == "methods":
         result = method_table(ws.model(), ws, scope=args.scope)
     else:

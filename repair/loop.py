@@ -317,8 +317,14 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
     steps_per_epoch = (per_rank // batch) if drop_last else 1
     extra = None
     extra_classes = method.extra_batch_classes(ctx)
-    if extra_classes is not None:
-        extra_idx = indices[in_classes(labels_all[indices], extra_classes, ctx.multi_label)]
+    # w-bn: an extra batch that only shifts BatchNorm statistics; w-dbr-code: target samples that
+    # join every batch and count in the loss
+    joined = extra_classes is None and method.joined_batch_classes(ctx) is not None
+    if extra_classes is not None or joined:
+        classes = extra_classes if extra_classes is not None else method.joined_batch_classes(ctx)
+        size = method.joined_batch_size if joined else (method.extra_batch_size or config.batch_size)
+        size = distributed.per_rank_batch(size) if size % world == 0 else max(1, size // world)
+        extra_idx = indices[in_classes(labels_all[indices], classes, ctx.multi_label)]
         if len(extra_idx) < 2 * world:
             raise ValueError("the train split has fewer than 2 samples of the target classes per process")
         extra_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -327,7 +333,7 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
             while True:
                 order = _draw(extra_idx, None, extra_gen)
                 yield from source.batches(distributed.shard(order[:len(order) - len(order) % world]), extra_gen,
-                                          batch_size=batch, drop_last=len(extra_idx) // world > batch)
+                                          batch_size=size, drop_last=len(extra_idx) // world > size)
         extra = extra_batches()
     total = steps_per_epoch * config.epochs if config.max_steps is None else min(
         steps_per_epoch * config.epochs, config.max_steps)
@@ -361,7 +367,18 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
         x, y = x.to(device, non_blocking=True), _labels(ws, index, device)
         n = len(x)
         emb = None
-        if extra is not None:
+        if extra is not None and joined:
+            xt, it, okt = next(extra)
+            okt = okt.bool()
+            x = torch.cat([x, xt[okt.to(xt.device)].to(device, non_blocking=True)])
+            y = torch.cat([y, _labels(ws, it[okt], device)])
+            if tap is not None:
+                with tap.attached():
+                    logits = net(x)
+                emb = tap.value
+            else:
+                logits = net(x)
+        elif extra is not None:
             xt, _, okt = next(extra)
             x = torch.cat([x, xt[okt.bool().to(xt.device)].to(device, non_blocking=True)])
             with weighted_bn(model, n):
@@ -417,6 +434,10 @@ def _finetune_head(ws, method, ctx, config, *, parent, device, generator, record
     indices = _train_indices(ws, config)
     indices = indices[rows_of[indices] >= 0]  # images that failed to decode have no embedding
     weights = method.sample_weights(ws.split("train").labels, ctx)
+    joined = method.joined_batch_classes(ctx)
+    if joined is not None:  # target samples joining every batch (w-dbr-code)
+        joined_rows = rows_of[indices[in_classes(ws.split("train").labels[indices], joined, ctx.multi_label)]]
+        joined_gen = torch.Generator().manual_seed(config.seed + 1)
     drop_last = len(indices) > config.batch_size
     steps_per_epoch = (len(indices) // config.batch_size) if drop_last else 1
     total = steps_per_epoch * config.epochs if config.max_steps is None else min(
@@ -435,6 +456,9 @@ def _finetune_head(ws, method, ctx, config, *, parent, device, generator, record
 
                 raise Cancelled()
             rows = torch.from_numpy(order[s:s + config.batch_size])
+            if joined is not None and len(joined_rows):
+                pick = torch.randint(len(joined_rows), (method.joined_batch_size,), generator=joined_gen)
+                rows = torch.cat([rows, torch.from_numpy(joined_rows[pick.numpy()])])
             yield emb_all[rows].to(device), labels_all[rows].to(device)
 
     def loss_fn(batch):

@@ -159,9 +159,11 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     return {"final": final_summary, "baseline": base_summary, "model_version": version}
 
 
-def list_runs(ws, *, method: str | None = None) -> list[dict]:
-    """Repair runs (newest last), stale workers reaped."""
-    return [r for r in jobs.list_jobs(ws, kind=KIND) if method is None or r["method"] == method]
+def list_runs(ws, *, method: str | None = None, sweeps: bool = False) -> list[dict]:
+    """Repair runs (newest last), stale workers reaped; a sweep's runs only with ``sweeps`` (the
+    Sweep page shows them)."""
+    return [r for r in jobs.list_jobs(ws, kind=KIND) if (method is None or r["method"] == method)
+            and (sweeps or not r["parent_run"])]
 
 
 def run_result(ws, run_id: int) -> dict:

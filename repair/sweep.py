@@ -56,7 +56,7 @@ jobs.register_job_kind(KIND, "repair.sweep:execute",
 
 ORIGINAL, BASELINE = baseline_methods()
 #: Bump when a change makes earlier child runs unfit for reuse.
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: w-dbr-code runs with its joined target samples, w-bn-code with its extra batch size
 #: The phases of a sweep's runs.
 PHASES = ("grid", "search", "seeds")
 #: Grid statuses besides the job statuses: not started yet.
