@@ -375,6 +375,12 @@ class SilentReporter(Reporter):
         pass
 
 
+def _check_runnable(ws, job_id: int) -> None:
+    job = get_job(ws, job_id)
+    if job["status"] not in ACTIVE:
+        raise WorkspaceError(f"job {job_id} has already ended ({job['status']}); start a new one instead")
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -384,7 +390,11 @@ def run_worker(ws, job_id: int) -> dict:
 
     Under torchrun (``RANK`` set) rank 0 claims the job and writes everything; the other ranks
     wait until it runs and execute the same entry with a :class:`SilentReporter`.
+
+    Raises:
+        WorkspaceError: no such job, or one that already ended (it is never run twice).
     """
+    _check_runnable(ws, job_id)
     if _rank() != 0:
         while get_job(ws, job_id)["status"] == "queued":
             time.sleep(0.2)
@@ -400,7 +410,12 @@ def run_worker(ws, job_id: int) -> dict:
 
 
 def run_foreground(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
-    """The CLI's way: claim the job in this process, wait for the queue, run it."""
+    """The CLI's way: claim the job in this process, wait for the queue, run it.
+
+    Raises:
+        WorkspaceError: no such job, or one that already ended (it is never run twice).
+    """
+    _check_runnable(ws, job_id)
     ws.store.update_run(job_id, pid=os.getpid())
     if not wait_for_turn(ws.store, job_id, on_wait=lambda ahead: echo and echo(
             f"queued behind job(s) {', '.join(map(str, ahead))}")):
