@@ -29,7 +29,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ from tests.reliability.conftest import changed, content_digest, make_read_only, 
 
 CUDA = torch.cuda.is_available()
 VERSION = "v1-orig-ft"  # a stored repaired version (its weights are the loaded model's)
+FAILURE = "CUDA out of memory.\nTried to allocate 2.00 GiB\n  (GPU 0; 7.79 GiB total capacity)"
 
 WORKSPACE = textwrap.dedent("""\
     name = "every-command"
@@ -137,7 +138,8 @@ class Case:
     prepare: Callable[[Path], Callable[[], None] | None] | None = None
     exec: bool = False
     needs_no_cuda: bool = False
-    marks: tuple = field(default_factory=tuple)
+    check: Callable[[str], None] | None = None  # a case that must work: checks its stdout
+    creates: tuple[str, ...] = ()  # files such a case writes (beside the state folder)
 
 
 def D(id, verb, *args, error, **kw):  # noqa: N802 - a diagnostics case
@@ -280,12 +282,45 @@ def cases(shared: Path) -> list[Case]:
     ]
 
 
+def _failed_run_error_is_one_line(stdout: str) -> None:
+    runs = json.loads(stdout)
+    assert [r["status"] for r in runs] == ["failed", "queued"], runs
+    assert runs[0]["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total "\
+        "capacity)", runs[0]["error"]
+
+
+def _accuracy_line(stdout: str) -> None:
+    assert stdout.startswith("every-command (single_label): 3 classes, train 12, eval 9, model orig"), stdout
+
+
+def _json_with(*keys: str) -> Callable[[str], None]:
+    def check(stdout: str) -> None:
+        found = json.loads(stdout)
+        assert all(k in found for k in keys), sorted(found)
+    return check
+
+
+#: commands that must work: viewing a read-only state folder computes what it lacks without storing it
+WORKING = [
+    W("ok_read_only_info", "info", error="", prepare=read_only_state, check=_accuracy_line),
+    D("ok_read_only_confusion", "confusion", "--json", error="", prepare=read_only_state,
+      check=_json_with("accuracy", "pairs")),
+    D("ok_read_only_sample", "sample", "--index", "0", "--neighbours", "3", "--json", error="",
+      prepare=read_only_state, check=_json_with("neighbours")),
+    D("ok_read_only_gradients", "gradients", "--out", "{case}/scores.csv", "--json", error="",
+      prepare=read_only_state, check=_json_with("rows", "delta"), creates=("scores.csv",)),
+    R("ok_list_failed_run_error_is_one_line", "list", "--json", error="", check=_failed_run_error_is_one_line),
+    R("ok_read_only_list", "list", "--json", error="", prepare=read_only_state, check=_failed_run_error_is_one_line),
+]
+
+
 # ---- the module's workspace and the one driver run ---------------------------------------------------
 def build_base(root: Path) -> tuple[Path, Path]:
     """``root/shared`` (images, weights) and ``root/base`` (ws/ + a warm state/). Returns both."""
-    import repair.runs  # noqa: F401 - registers the "repair" job kind
+    import repair.runs
     from workspace import jobs
     from workspace.core import open_workspace
+    from workspace.targets import Target
 
     shared = root / "shared"
     write_imagefolder(shared / "data" / "train")
@@ -305,9 +340,18 @@ def build_base(root: Path) -> tuple[Path, Path]:
     for split in ("eval", "train"):
         ws.outputs(split, device="cpu")
     assert ws.save_version(ws.load_model(), method="orig-ft")["id"] == VERSION
-    job = jobs.create_job(ws, "repair", queue="cpu", label="w-aug", targets={"targets": [["cat", "dog"]]}, rho=0.5)
-    ws.store.update_run(job, status="failed", error="boom")
-    assert jobs.create_job(ws, "repair", queue="cpu", label="w-aug", targets={"targets": [["cat", "dog"]]}) == 2
+    # run 1 failed with a three-line error (as CUDA's out-of-memory errors are); run 2 is queued
+    config = repair.runs.TrainConfig(epochs=1, device="cpu", scope="head")
+    target = Target.parse("cat,dog", ws.class_names)
+    failed = repair.runs.create_run(ws, "w-aug", target, 0.5, config)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(FAILURE)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(repair.runs, "finetune", out_of_memory)
+        assert jobs.run_job(ws, failed)["status"] == "failed"
+    assert repair.runs.create_run(ws, "w-aug", target, 0.5, config) == failed + 1
     assert not list(base.rglob("__pycache__")), "importing the factory wrote into the user's folder"
     return shared, base
 
@@ -321,7 +365,7 @@ def battery(tmp_path_factory):
     home.mkdir()
     shared_before = tree_digest(shared)
     todo, undo, before = [], {}, {}
-    all_cases = [c for c in cases(shared) if not (c.needs_no_cuda and CUDA)]
+    all_cases = [c for c in cases(shared) + WORKING if not (c.needs_no_cuda and CUDA)]
     for case in all_cases:
         folder = root / "cases" / case.id
         shutil.copytree(base, folder, symlinks=True)
@@ -350,7 +394,9 @@ def battery(tmp_path_factory):
         problems = []
         if tree_digest(folder / "ws") != ws_before:
             problems.append("the workspace folder changed")
-        problems += changed(all_before, content_digest(folder))
+        after = content_digest(folder)
+        problems += [p for p in changed(all_before, after) if p not in case.creates]
+        problems += [f"{p} was not written" for p in case.creates if p not in after]
         out[case.id] = (case, results[case.id], problems, folder)
     assert tree_digest(shared) == shared_before, "the shared images or weights changed"
     crashes = list((home / "logs").glob("*.log")) if (home / "logs").is_dir() else []
@@ -375,6 +421,17 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_stored_changes(battery, 
     assert len(lines) == 1, err[-1500:]
     assert case.error.replace("{case}", str(folder)) in lines[0], lines[0]
     assert "Traceback" not in err and result["stdout"] == "", (err[-1500:], result["stdout"][-500:])
+    assert not problems, f"stored state changed: {problems}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_id", [c.id for c in WORKING])
+def test_viewing_works_and_stores_nothing(battery, case_id):
+    """A read-only state folder can be viewed: the command works and nothing under it changes."""
+    case, result, problems, _ = battery[case_id]
+    assert result["code"] == 0, result["stderr"][-1500:]
+    assert "error:" not in result["stderr"] and "Traceback" not in result["stderr"]
+    case.check(result["stdout"])
     assert not problems, f"stored state changed: {problems}"
 
 
