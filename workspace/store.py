@@ -123,6 +123,16 @@ def _decode(row: sqlite3.Row | None) -> dict | None:
     return out
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _encode(value):
     return None if value is None else json.dumps(value)
 
@@ -192,6 +202,10 @@ class Store:
         one transaction, so a crash in the middle leaves the previous version.
         """
         copy_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        for stale in self.path.parent.glob(f".{self.path.name}.v*.bak.*.tmp*"):  # a killed migration's copy
+            pid = stale.name.split(".bak.", 1)[1].split(".", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                stale.unlink(missing_ok=True)
         if backup and not copy_path.exists():
             tmp = copy_path.with_name(f".{copy_path.name}.{os.getpid()}.tmp")
             try:
@@ -200,9 +214,11 @@ class Store:
                     try:
                         db.backup(copy)
                         copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                        copied = int(copy.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
                     finally:
                         copy.close()
-                os.replace(tmp, copy_path)
+                if copied == version:  # else another process migrated meanwhile (and kept the backup)
+                    os.replace(tmp, copy_path)
             finally:
                 for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
                     leftover.unlink(missing_ok=True)
