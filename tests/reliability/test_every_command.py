@@ -140,6 +140,7 @@ class Case:
     needs_no_cuda: bool = False
     check: Callable[[str], None] | None = None  # a case that must work: checks its stdout
     creates: tuple[str, ...] = ()  # files such a case writes (beside the state folder)
+    known: str | None = None  # a problem in a package this battery does not own: the proposed fix (xfail)
 
 
 def D(id, verb, *args, error, **kw):  # noqa: N802 - a diagnostics case
@@ -212,6 +213,10 @@ def cases(shared: Path) -> list[Case]:
         D("gce_lr_nan", "gce", "--lr", "nan", error=f"argument --lr: 'nan' {NOT_FINITE}"),
         D("gce_q_2", "gce", "--q", "2", error="GCE q must be in (0, 1], got 2.0"),
         D("gce_batch_size_zero", "gce", "--batch-size", "0", error="GCE epochs and batch size must be >= 1"),
+        D("gce_lr_overflows_float32", "gce", "--lr", "1e300", "--epochs", "1", error="lr must be",
+          known="diagnostics/gce.py GCEConfig.validate accepts lr=1e300; a job row is stored and fails with 'GCE "
+                "training failed: RuntimeError: value cannot be converted to type float without overflow'; "
+                "proposed: refuse lr > 10 (or not finite as float32) in validate()"),
         D("gce_read_only", "gce", "--epochs", "1", error="is read-only: cannot save a job", prepare=read_only_state),
         D("gradcam_threshold_1_5", "gradcam", "--threshold", "1.5", error="--threshold must be in [0, 1], got 1.5"),
         D("gradcam_top_negative", "gradcam", "--top", "-1", error="--top must be >= 0, got -1"),
@@ -261,6 +266,10 @@ def cases(shared: Path) -> list[Case]:
         RUN("run_train_fraction_zero", "--train-fraction", "0", error="train fraction must be in (0, 1], got 0.0"),
         RUN("run_max_steps_zero", "--max-steps", "0", error="max steps must be a whole number >= 1, got 0"),
         RUN("run_eval_every_negative", "--eval-every", "-5", error="eval every steps must be >= 0"),
+        RUN("run_lr_overflows_float32", "--lr", "1e300", "--scope", "head", "--device", "cpu", error="lr must be",
+            known="repair/loop.py TrainConfig.validate accepts lr=1e300; the run is created and fails with "
+                  "'value cannot be converted to type float without overflow' (exit 1, a failed row stored); "
+                  "proposed: refuse lr > 10 (or not finite as float32) up front"),
         RUN("run_nproc_zero", "--nproc", "0", error="--nproc must be >= 1"),
         RUN("run_device_tpu", "--device", "tpu", error="unknown device 'tpu'"),
         RUN("run_device_cuda", "--device", "cuda", error="CUDA is not available", needs_no_cuda=True),
@@ -409,7 +418,8 @@ assert len({c.id for c in ALL}) == len(ALL)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case_id", [c.id for c in ALL])
+@pytest.mark.parametrize("case_id", [c.id if c.known is None else pytest.param(
+    c.id, marks=pytest.mark.xfail(strict=True, reason=c.known)) for c in ALL])
 def test_bad_input_is_one_error_line_exit_2_and_nothing_stored_changes(battery, case_id):
     case = next(c for c in ALL if c.id == case_id)
     if case.needs_no_cuda and CUDA:
@@ -441,4 +451,4 @@ def test_no_case_crashed(battery):
 
 
 def test_battery_counts_at_least_40_cases():
-    assert len(ALL) >= 40
+    assert len([c for c in ALL if c.known is None]) >= 40

@@ -468,3 +468,99 @@ def test_writers_in_several_processes_lose_nothing(tmp_path, start_from):
         assert db.execute("SELECT count(*) FROM reviews WHERE key='shared'").fetchone()[0] == 1
     backups = [p.name for p in tmp_path.iterdir() if ".bak" in p.name]
     assert backups == (["store.sqlite.v1.bak"] if start_from == "v1" else [])
+
+
+# ---- files the user asked for (--out) -------------------------------------------------------------------
+def test_write_output_moves_only_a_complete_file_into_place(tmp_path):
+    from workspace.cli import write_output
+
+    def write(tmp: Path) -> None:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".scores.csv.")
+        tmp.write_text("a,b\n1,2\n")
+
+    old = os.umask(0o022)
+    try:
+        assert write_output(tmp_path / "scores.csv", write) == tmp_path / "scores.csv"
+    finally:
+        os.umask(old)
+    assert (tmp_path / "scores.csv").read_text() == "a,b\n1,2\n"
+    assert (tmp_path / "scores.csv").stat().st_mode & 0o777 == 0o644  # as a plain write would make it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_write_output_on_a_full_disk_leaves_nothing(tmp_path):
+    from workspace.cli import write_output
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("a,b\n1,")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(WorkspaceError, match=r"^cannot write .*scores.csv: No space left on device$"):
+        write_output(tmp_path / "scores.csv", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_output_never_replaces_a_file(tmp_path):
+    from workspace.cli import write_output
+
+    (tmp_path / "r.html").write_text("mine")
+    with pytest.raises(WorkspaceError, match="r.html exists; refusing to overwrite it"):
+        write_output(tmp_path / "r.html", lambda tmp: tmp.write_text("new"))
+
+    def racing(tmp: Path) -> None:  # another program creates the file while we write
+        tmp.write_text("new")
+        (tmp_path / "late.html").write_text("theirs")
+
+    with pytest.raises(WorkspaceError, match="late.html exists"):
+        write_output(tmp_path / "late.html", racing)
+    assert (tmp_path / "r.html").read_text() == "mine" and (tmp_path / "late.html").read_text() == "theirs"
+    with pytest.raises(WorkspaceError, match="folder .*nowhere does not exist"):
+        write_output(tmp_path / "nowhere" / "x.csv", lambda tmp: None)
+    write_output(tmp_path / "r.html", lambda tmp: tmp.write_text("new"), overwrite=True)
+    assert (tmp_path / "r.html").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.html", "r.html"]
+
+
+@pytest.mark.xfail(strict=True, reason="diagnostics/run_gradients.py run_gradients writes --out with a plain "
+                                       "to_csv: a full disk is an 'unexpected failure' (exit 1) and leaves half a "
+                                       "CSV; proposed: write_output(out, lambda tmp: frame[EXPORT_COLUMNS]"
+                                       ".to_csv(tmp, index=False))")
+def test_gradients_out_on_a_full_disk_is_one_line_and_leaves_no_csv(warm, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from diagnostics.__main__ import main
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_text("index,label\n0,")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = run_cli(main, ["gradients", "--workspace", str(warm), "--out", str(out / "scores.csv")])
+    err = capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert code == 2 and len(error_lines(err)) == 1 and "No space left on device" in err, err
+
+
+@pytest.mark.xfail(strict=True, reason="diagnostics/run_report.py write_report writes the HTML, then the JSON twin: "
+                                       "when the twin fails the HTML (and half the JSON) stay; proposed: write both "
+                                       "with write_output and remove the first when the second fails")
+def test_a_report_that_cannot_be_written_leaves_neither_file(warm, tmp_path, monkeypatch, capsys):
+    from diagnostics.__main__ import main
+
+    real = Path.write_text
+
+    def full_on_json(self, data, *args, **kwargs):
+        if ".json" in self.name:  # the twin, under whatever temporary name
+            real(self, data[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_on_json)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = run_cli(main, ["report", "--workspace", str(warm), "--out", str(out / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(error_lines(err)) == 1 and "No space left on device" in err, err
+    assert list(out.iterdir()) == []
