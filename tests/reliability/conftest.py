@@ -66,6 +66,11 @@ def write_png(path: Path, value: int, size: int = 8) -> None:
 @pytest.fixture
 def bad_ws(tmp_path) -> Path:
     """``tmp_path/ws``: a valid workspace (config + imagefolder + csv splits), no model."""
+    return make_bad_ws(tmp_path)
+
+
+def make_bad_ws(tmp_path: Path) -> Path:
+    """What :func:`bad_ws` returns, built under any folder."""
     root = tmp_path / "ws"
     for split in ("train", "test"):
         for k, name in enumerate(("cat", "dog")):
