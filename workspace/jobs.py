@@ -38,6 +38,7 @@ from workspace.errors import Cancelled, WorkspaceError
 REPO = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
 LOG_LINES = 40
+UNCLAIMED_GRACE = 120.0  # seconds a queued job may wait for the process that queued it to start its worker
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,34 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def reap_stale_jobs(store) -> list[int]:
-    """Mark active jobs whose process is gone as failed (or cancelled if asked). Returns their ids."""
+    """Mark active jobs whose process is gone as failed (or cancelled if asked). Returns their ids.
+
+    Also a job queued :data:`UNCLAIMED_GRACE` seconds ago that no process ever claimed (the one
+    that queued it ended before starting its worker): left queued, it would hold every later job
+    of its device queue back for ever. A sweep's queued runs wait for their live sweep instead.
+    """
     if store.read_only:
         return []
     reaped = []
-    for job in store.list_runs():
-        if job["status"] in ACTIVE and job["pid"] and not pid_alive(job["pid"]):
-            status = "cancelled" if job["cancel_requested"] else "failed"
-            store.update_run(job["id"], status=status, finished_at=time.time(), eta=None,
-                             error=None if status == "cancelled" else
-                             f"the worker process {job['pid']} ended without reporting (killed?)")
-            reaped.append(job["id"])
+    now = time.time()
+    jobs = store.list_runs()
+    active = {j["id"] for j in jobs if j["status"] in ACTIVE}
+    for job in jobs:
+        if job["status"] not in ACTIVE:
+            continue
+        if job["pid"]:
+            if pid_alive(job["pid"]):
+                continue
+            error = f"the worker process {job['pid']} ended without reporting (killed?)"
+        elif (job["status"] == "queued" and now - job["created_at"] > UNCLAIMED_GRACE
+              and job["parent_run"] not in active):
+            error = "no worker process ever started it (the process that queued it ended first)"
+        else:
+            continue
+        status = "cancelled" if job["cancel_requested"] else "failed"
+        store.update_run(job["id"], status=status, finished_at=now, eta=None,
+                         error=None if status == "cancelled" else error)
+        reaped.append(job["id"])
     return reaped
 
 

@@ -350,6 +350,7 @@ def build_base(root: Path) -> tuple[Path, Path]:
         ws.outputs(split, device="cpu")
     assert ws.save_version(ws.load_model(), method="orig-ft")["id"] == VERSION
     # run 1 failed with a three-line error (as CUDA's out-of-memory errors are); run 2 is queued
+    # (post-hoc, so it holds no device queue back: the cases that start a run do not wait for it)
     config = repair.runs.TrainConfig(epochs=1, device="cpu", scope="head")
     target = Target.parse("cat,dog", ws.class_names)
     failed = repair.runs.create_run(ws, "w-aug", target, 0.5, config)
@@ -360,7 +361,7 @@ def build_base(root: Path) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(repair.runs, "finetune", out_of_memory)
         assert jobs.run_job(ws, failed)["status"] == "failed"
-    assert repair.runs.create_run(ws, "w-aug", target, 0.5, config) == failed + 1
+    assert repair.runs.create_run(ws, "w-os", target, 0.5, config) == failed + 1
     assert not list(base.rglob("__pycache__")), "importing the factory wrote into the user's folder"
     return shared, base
 

@@ -564,3 +564,24 @@ def test_a_report_that_cannot_be_written_leaves_neither_file(warm, tmp_path, mon
     err = capsys.readouterr().err
     assert code == 2 and len(error_lines(err)) == 1 and "No space left on device" in err, err
     assert list(out.iterdir()) == []
+
+
+# ---- a job whose worker never started ----------------------------------------------------------------
+def test_a_job_queued_by_a_process_that_died_does_not_hold_the_queue_forever(tiny_workspace):
+    import repair.runs  # noqa: F401 - registers the "repair" job kind
+    from workspace import jobs
+    from workspace.core import open_workspace
+
+    ws = open_workspace(tiny_workspace)
+    orphan = jobs.create_job(ws, "repair", queue="cpu", label="w-aug")  # its process died before start_worker
+    fresh = jobs.create_job(ws, "repair", queue="cpu", label="w-aug")  # just queued: its worker is starting
+    assert jobs.jobs_ahead(ws.store, fresh) == [orphan]
+    assert jobs.reap_stale_jobs(ws.store) == []  # within the grace period nothing is reaped
+    with sqlite3.connect(ws.store.path) as db:
+        db.execute("UPDATE runs SET created_at = created_at - ? WHERE id = ?", (jobs.UNCLAIMED_GRACE + 1, orphan))
+    db.close()
+    assert jobs.reap_stale_jobs(ws.store) == [orphan]
+    row = ws.store.get_run(orphan)
+    assert row["status"] == "failed" and row["error"] == ("no worker process ever started it (the process that "
+                                                          "queued it ended first)")
+    assert jobs.jobs_ahead(ws.store, fresh) == [] and ws.store.get_run(fresh)["status"] == "queued"
