@@ -174,9 +174,13 @@ class Store:
                         if statement.strip():
                             db.execute(statement)
                     row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                    version = 1 if row is None else int(row[0])
+                    version = SCHEMA_VERSION if fresh else 1 if row is None else int(row[0])
+                    if fresh:  # created at the current version in this transaction: nobody sees an old one
+                        for target in range(2, SCHEMA_VERSION + 1):
+                            for statement in MIGRATIONS[target]:
+                                db.execute(statement)
                     if row is None:
-                        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+                        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
                     self._check_version(version)
                     db.execute("COMMIT")
                 except BaseException:
@@ -184,7 +188,7 @@ class Store:
                         db.execute("ROLLBACK")
                     raise
             if version < SCHEMA_VERSION:
-                self._migrate(version, backup=not fresh)  # a store created just now holds nothing to keep
+                self._migrate(version)
         except OSError as exc:
             raise WorkspaceError(f"cannot create the store {self.path}: {exc.strerror or exc}") from None
 
@@ -194,7 +198,7 @@ class Store:
                 f"{self.path} was written by a newer Groupfix (store schema {version}, this one reads up to "
                 f"{SCHEMA_VERSION}); upgrade Groupfix, the store was left as it is")
 
-    def _migrate(self, version: int, *, backup: bool = True) -> None:
+    def _migrate(self, version: int) -> None:
         """Bring a store from ``version`` to :data:`SCHEMA_VERSION`, after a backup copy.
 
         The backup is written under a temporary name and renamed, so a crash while copying never
@@ -206,7 +210,7 @@ class Store:
             pid = stale.name.split(".bak.", 1)[1].split(".", 1)[0]
             if pid.isdigit() and not _process_alive(int(pid)):
                 stale.unlink(missing_ok=True)
-        if backup and not copy_path.exists():
+        if not copy_path.exists():
             tmp = copy_path.with_name(f".{copy_path.name}.{os.getpid()}.tmp")
             try:
                 with self._connect() as db:
