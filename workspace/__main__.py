@@ -11,6 +11,7 @@ import time
 
 from workspace.cli import Parser, add_workspace_argument, open_from_args, print_json, run_cli, tqdm_progress
 from workspace.core import ORIG, SPLITS
+from workspace.errors import WorkspaceError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,10 +60,16 @@ def cache(args) -> dict:
     from workspace.models import select_device
 
     select_device(args.device)  # an unknown or absent device is refused even when the cache is reused
+    splits = SPLITS if args.split == "all" else (args.split,)
+    missing = [s for s in splits if args.rebuild or ws.cached_outputs(s, args.version) is None]
+    if missing and ws.artifacts.read_only:  # say so before the model pass, not after
+        raise WorkspaceError(f"the state folder {ws.state_dir} is read-only: cannot store the {'/'.join(missing)} "
+                             "inference cache (viewing works; copy the workspace or set state_dir to a writable "
+                             "folder)")
     report = {"name": ws.name, "version": args.version, "splits": {}}
-    for split in SPLITS if args.split == "all" else (args.split,):
+    for split in splits:
         start = time.perf_counter()
-        reused = not args.rebuild and ws.cached_outputs(split, args.version) is not None
+        reused = split not in missing
         with tqdm_progress(f"{split} inference") as progress:
             outputs = ws.outputs(split, args.version, progress=progress, rebuild=args.rebuild, device=args.device)
         report["splits"][split] = {

@@ -15,7 +15,12 @@ neighbour tables, a biased model's weights. Each lives in its own folder::
 
 Writes are atomic: an entry is written into a temporary folder and renamed into place, so a
 crash or a full disk never leaves a half-written entry that could be read back. Arrays are
-plain ``.npy`` files, so large ones can be memory-mapped (``mmap=True``).
+plain ``.npy`` files, so large ones can be memory-mapped (``mmap=True``). A temporary folder
+left by a killed writer is never read, and the next save in its slot removes it.
+
+A store opened ``read_only`` (a state folder that cannot be written) still computes what is
+missing: :meth:`ArtifactStore.get_or_compute` returns the value without storing it, and an
+explicit :meth:`ArtifactStore.save` says why it cannot.
 
 Values are encoded by type (:func:`encode` / :func:`decode`): a ``pandas.DataFrame`` (columns
 and ``attrs``), a dataclass of arrays and JSON fields (its class is recorded and must live in
@@ -26,12 +31,15 @@ this project's packages), a ``dict`` of torch tensors (a state_dict, read back w
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +50,30 @@ from workspace.errors import WorkspaceError
 #: packages whose dataclasses may be decoded (a state folder never names other code)
 TRUSTED_PACKAGES = ("workspace.", "diagnostics.", "repair.")
 META = "meta.json"
+TMP_PREFIX = ".tmp-"  # + "<host>~<pid>-": a writer's temporary folder, never read
+
+
+def _tmp_prefix() -> str:
+    return f"{TMP_PREFIX}{socket.gethostname().replace('-', '_')}~{os.getpid()}-"
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether a temporary folder's writer is gone: its process on this host ended, or (another
+    host's, or named before the owner was recorded) it is a day old."""
+    owner = tmp.name[len(TMP_PREFIX):].split("-", 1)[0]
+    host, _, pid = owner.rpartition("~")
+    if host != socket.gethostname().replace("-", "_") or not pid.isdigit():
+        try:
+            return time.time() - tmp.stat().st_mtime > 86400
+        except OSError:
+            return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def content_key(*parts: object) -> str:
@@ -133,10 +165,16 @@ def decode(arrays: dict[str, np.ndarray], meta: dict, folder: Path) -> Any:
 
 # ---- the store -----------------------------------------------------------------------------
 class ArtifactStore:
-    """Artifacts of one workspace under ``folder`` (see the module docstring)."""
+    """Artifacts of one workspace under ``folder`` (see the module docstring).
 
-    def __init__(self, folder: str | Path):
+    Args:
+        folder: ``<state>/artifacts``.
+        read_only: the state folder cannot be written: values are computed but not stored.
+    """
+
+    def __init__(self, folder: str | Path, *, read_only: bool = False):
         self.folder = Path(folder)
+        self.read_only = bool(read_only)
 
     def _entry(self, kind: str, key: str, slot: str) -> Path:
         for part in (kind, key, *slot.split("/")):
@@ -175,19 +213,26 @@ class ArtifactStore:
         """
         full = self._full_key(key, version)
         folder = self._entry(kind, full, slot)
+        if self.read_only:
+            raise WorkspaceError(f"the state folder {self.folder.parent} is read-only: cannot save the {kind} "
+                                 "artifact (viewing works; copy the workspace or set state_dir to a writable folder)")
         arrays, meta = encode(value)
         meta = {**meta, "version": int(version), "kind": kind, "arrays": sorted(arrays)}
         parent = folder.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".tmp-"))
+            tmp = Path(tempfile.mkdtemp(dir=parent, prefix=_tmp_prefix()))
             try:
                 for name, array in arrays.items():
                     np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
                 if meta["type"] == "state_dict":
                     import torch
 
-                    torch.save({k: v.detach().cpu() for k, v in value.items()}, tmp / "state_dict.pt")
+                    try:
+                        torch.save({k: v.detach().cpu() for k, v in value.items()}, tmp / "state_dict.pt")
+                    except RuntimeError as exc:  # torch's zip writer reports a full disk as "unexpected pos ..."
+                        raise OSError(errno.EIO, "torch could not write the file "
+                                                 f"({' '.join(str(exc).split())[:120]}); is the disk full?") from exc
                 (tmp / META).write_text(json.dumps(meta))  # written last: its presence marks completeness
                 if folder.exists():
                     shutil.rmtree(folder)
@@ -197,10 +242,14 @@ class ArtifactStore:
                 raise
         except OSError as exc:
             raise WorkspaceError(f"cannot write the {kind} artifact under {parent}: {exc.strerror or exc}") from None
-        if not keep_others:
-            for other in parent.iterdir():
-                if other.name != full and other.is_dir():
+        for other in parent.iterdir():
+            if other.name == full or not other.is_dir():
+                continue
+            if other.name.startswith(TMP_PREFIX):  # another writer's work in progress, unless it was killed
+                if _abandoned(other):
                     shutil.rmtree(other, ignore_errors=True)
+            elif not keep_others:
+                shutil.rmtree(other, ignore_errors=True)
         return folder
 
     def get_or_compute(self, kind: str, key: str, compute: Callable[[], Any], *, slot: str = "_",
@@ -208,26 +257,30 @@ class ArtifactStore:
         """The stored value of ``(kind, slot, key)``, or ``compute()`` stored and returned.
 
         ``compute`` takes no arguments: close over a progress callback; raising from it
-        (a cancel) stores nothing.
+        (a cancel) stores nothing. A read-only store returns the computed value without storing it.
         """
         if not rebuild:
             found = self.load(kind, key, slot=slot, version=version, mmap=mmap)
             if found is not None:
                 return found
         value = compute()
-        self.save(kind, key, value, slot=slot, version=version)
+        if not self.read_only:
+            self.save(kind, key, value, slot=slot, version=version)
         return value
 
     def remove(self, kind: str, *, slot: str | None = None) -> None:
         """Forget every entry of a kind (or of one slot of it)."""
+        if self.read_only:
+            return
         target = self.folder / kind if slot is None else self.folder / kind / slot
         shutil.rmtree(target, ignore_errors=True)
 
     def sweep_temporary(self) -> int:
-        """Remove temporary folders left by a crash in the middle of a write. Returns how many."""
+        """Remove temporary folders left by killed writers (live writers' are kept). Returns how many."""
         removed = 0
-        if self.folder.is_dir():
-            for tmp in self.folder.rglob(".tmp-*"):
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
+        if self.folder.is_dir() and not self.read_only:
+            for tmp in list(self.folder.rglob(f"{TMP_PREFIX}*")):
+                if tmp.is_dir() and _abandoned(tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed += 1
         return removed

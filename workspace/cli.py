@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -91,6 +92,55 @@ def tqdm_progress(desc: str):
     finally:
         if bar is not None:
             bar.close()
+
+
+def write_output(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Write a file the user asked for (``--out``) so that a failure never leaves part of it.
+
+    ``write(tmp)`` fills a temporary file beside ``path``; only a complete file is then moved to
+    ``path``. Without ``overwrite`` an existing file is never replaced, even one that appears while
+    writing (the move is a hard link, which fails on an existing name).
+
+    Args:
+        path: the file to write.
+        write: called once with the temporary file's path.
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        WorkspaceError: the file exists (without ``overwrite``), its folder does not, or the
+            write fails (disk full, read-only folder): one line; nothing is left behind.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; refusing to overwrite it (choose another name)")
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist")
+    tmp = None
+    try:
+        name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask's mode, as a plain write
+        tmp = name
+        write(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UsageError(f"{path} exists; refusing to overwrite it (choose another name)") from None
+            except OSError:  # a file system without hard links: the name was free a moment ago
+                if path.exists():
+                    raise UsageError(f"{path} exists; refusing to overwrite it (choose another name)") from None
+                os.replace(tmp, path)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return path
 
 
 def crash_log(detail: str) -> Path | None:

@@ -13,9 +13,11 @@ State lives in the workspace's state folder (``state_dir`` in the file, else
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -58,7 +60,8 @@ class Workspace:
 
     def __init__(self, config: WorkspaceConfig, *, state_dir: Path | None = None,
                  splits: dict[str, ImageSplit] | None = None, planted: dict | None = None,
-                 masks: dict | None = None, spec: str | None = None, recheck: bool = False):
+                 masks: dict | None = None, spec: str | None = None, recheck: bool = False,
+                 register: bool = True):
         self.config = config
         self.spec = spec or str(config.source or config.root)
         self.state_dir = Path(state_dir or config.state_dir or config.root / ".groupfix")
@@ -68,7 +71,7 @@ class Workspace:
         except OSError as exc:
             raise WorkspaceError(f"cannot create the state folder {self.state_dir}: {exc}") from None
         self.store = Store(self.state_dir / "store.sqlite")
-        self.artifacts = ArtifactStore(self.state_dir / "artifacts")
+        self.artifacts = ArtifactStore(self.state_dir / "artifacts", read_only=self.store.read_only)
         self._splits = splits
         self.planted = planted
         self._masks = masks
@@ -76,7 +79,8 @@ class Workspace:
         self._lock = threading.Lock()
         self._recheck = recheck
         self.weights_summary: str | None = None
-        self._register_orig()
+        if register:  # open_workspace registers only after the model loaded: a bad file changes nothing
+            self.register_orig()
 
     # ---- basics ----------------------------------------------------------------------
     @property
@@ -135,12 +139,13 @@ class Workspace:
         return None if self._masks is None else self._masks.get(split)
 
     # ---- model versions --------------------------------------------------------------
-    def _register_orig(self) -> None:
+    def register_orig(self) -> None:
+        """Record the loaded model file as version "orig" (its path and checksum) in the store."""
+        if self.store.read_only:
+            return  # viewing a read-only workspace: the store is shown as it was written
         file = self.config.model.file
         sha = file_sha256(file) if file is not None else None
         row = self.store.get_model_version(ORIG)
-        if self.store.read_only:
-            return  # viewing a read-only workspace: the store is shown as it was written
         if row is None:
             self.store.add_model_version(ORIG, path=str(file or ""), sha256=sha,
                                          note=f"loaded model ({self.config.model.kind})")
@@ -152,40 +157,94 @@ class Workspace:
         return self.store.list_model_versions()
 
     def version(self, version: str) -> dict:
+        """The stored row of a model version (``path`` is where its weights are now, see below).
+
+        A repaired version's weights live in this state folder's ``models/``; the row records the
+        absolute path it was saved at, so when the state folder was copied or moved, the file of
+        the same name in this state folder is the one meant (never the original folder's).
+        """
         row = self.store.get_model_version(version)
         if row is None:
             valid = ", ".join(v["id"] for v in self.versions())
             raise WorkspaceError(f"unknown model version {version!r}; valid: {valid}")
+        if version != ORIG and row["path"]:
+            saved = Path(row["path"])
+            own = self.state_dir / "models" / saved.name
+            if saved.parent.name == "models" and own != saved and own.is_file():
+                row["path"] = str(own)
         return row
 
     def models_dir(self) -> Path:
         path = self.state_dir / "models"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create {path}: {exc.strerror or exc}") from None
         return path
 
     def new_version_id(self, method: str) -> str:
+        """``v<N>-<method>``: the first N past the number of versions whose id and file are both free
+        (a file without a row is what a killed save leaves: never reused)."""
         taken = {v["id"] for v in self.versions()}
         n = len(taken)
-        while f"v{n}-{method}" in taken:
+        while f"v{n}-{method}" in taken or (self.state_dir / "models" / f"v{n}-{method}.pt").exists():
             n += 1
         return f"v{n}-{method}"
 
     def save_version(self, model: nn.Module, *, method: str, parent: str = ORIG, **provenance) -> dict:
         """Save a repaired model as a new version (never overwriting any file).
 
+        The weights are written to a temporary file and moved into place under a name reserved
+        atomically, so a full disk or a crash never leaves a half-written version, and two runs
+        finishing at once get two ids.
+
         Returns:
             The stored version row (``id``, ``path``, ``sha256`` and the provenance).
+
+        Raises:
+            WorkspaceError: a read-only state folder, or the file cannot be written (disk full).
         """
-        vid = self.new_version_id(method)
-        path = self.models_dir() / f"{vid}.pt"
-        if path.exists():
-            raise WorkspaceError(f"refusing to overwrite {path}")
-        if is_scripted(model):
-            model.save(str(path))
-        else:
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        return self.store.add_model_version(vid, path=str(path), sha256=file_sha256(path), parent=parent,
-                                            method=method, **provenance)
+        self.store.require_writable("a model version")
+        folder = self.models_dir()
+        path = None
+        try:
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+            os.close(fd)
+            tmp = Path(name)
+            try:
+                try:
+                    if is_scripted(model):
+                        model.save(str(tmp))
+                    else:
+                        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+                except RuntimeError as exc:  # torch's zip writer reports a full disk as "unexpected pos ..."
+                    raise OSError(errno.EIO, f"torch could not write the file ({' '.join(str(exc).split())[:120]}); "
+                                             "is the disk full?") from exc
+                sha = file_sha256(tmp)
+                for _ in range(1000):
+                    vid = self.new_version_id(method)
+                    candidate = folder / f"{vid}.pt"
+                    try:
+                        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    except FileExistsError:  # another run took this id a moment ago
+                        continue
+                    path = candidate
+                    break
+                else:
+                    raise OSError(errno.EEXIST, f"no free version id for {method}")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise WorkspaceError(f"cannot save the {method} model version in {folder}: {exc.strerror or exc}") from None
+        try:
+            return self.store.add_model_version(vid, path=str(path), sha256=sha, parent=parent, method=method,
+                                                **provenance)
+        except BaseException:
+            path.unlink(missing_ok=True)  # no row, no file
+            raise
 
     def build_architecture(self) -> nn.Module:
         """The model as the workspace file builds it (with the workspace's weights).
@@ -198,7 +257,7 @@ class Workspace:
 
     def load_model(self, version: str = ORIG) -> nn.Module:
         """A fresh copy of a model version in eval mode on CPU (safe to train or modify)."""
-        row = self.version(version)
+        row = self.version(version) if version != ORIG else None  # orig is the workspace file's model
         model = self.build_architecture()
         if version != ORIG:
             if is_scripted(model):
@@ -332,8 +391,9 @@ def open_workspace(spec: str | Path, *, progress: Progress | None = None, rechec
         from workspace.demo_workspace import open_demo
 
         return open_demo(spec, progress=progress)
-    ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()), recheck=recheck)
-    ws.load_model(ORIG)  # fail now, with the reason, rather than on the first page
+    ws = Workspace(load_config(spec), spec=str(Path(spec).expanduser().resolve()), recheck=recheck, register=False)
+    ws.load_model(ORIG)  # fail now, with the reason, rather than on the first page (and before any store write)
+    ws.register_orig()
     return ws
 
 

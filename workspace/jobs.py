@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 REPAIR_KIND = "repair"  # the job kind of repair runs (registered by repair.runs; reports read them)
 ACTIVE = ("queued", "running")
 LOG_LINES = 40
+UNCLAIMED_GRACE = 120.0  # seconds a queued job may wait for the process that queued it to start its worker
 
 
 @dataclass(frozen=True)
@@ -109,17 +110,34 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def reap_stale_jobs(store) -> list[int]:
-    """Mark active jobs whose process is gone as failed (or cancelled if asked). Returns their ids."""
+    """Mark active jobs whose process is gone as failed (or cancelled if asked). Returns their ids.
+
+    Also a job queued :data:`UNCLAIMED_GRACE` seconds ago that no process ever claimed (the one
+    that queued it ended before starting its worker): left queued, it would hold every later job
+    of its device queue back for ever. A sweep's queued runs wait for their live sweep instead.
+    """
     if store.read_only:
         return []
     reaped = []
-    for job in store.list_runs():
-        if job["status"] in ACTIVE and job["pid"] and not pid_alive(job["pid"]):
-            status = "cancelled" if job["cancel_requested"] else "failed"
-            store.update_run(job["id"], status=status, finished_at=time.time(), eta=None,
-                             error=None if status == "cancelled" else
-                             f"the worker process {job['pid']} ended without reporting (killed?)")
-            reaped.append(job["id"])
+    now = time.time()
+    jobs = store.list_runs()
+    active = {j["id"] for j in jobs if j["status"] in ACTIVE}
+    for job in jobs:
+        if job["status"] not in ACTIVE:
+            continue
+        if job["pid"]:
+            if pid_alive(job["pid"]):
+                continue
+            error = f"the worker process {job['pid']} ended without reporting (killed?)"
+        elif (job["status"] == "queued" and now - job["created_at"] > UNCLAIMED_GRACE
+              and job["parent_run"] not in active):
+            error = "no worker process ever started it (the process that queued it ended first)"
+        else:
+            continue
+        status = "cancelled" if job["cancel_requested"] else "failed"
+        store.update_run(job["id"], status=status, finished_at=now, eta=None,
+                         error=None if status == "cancelled" else error)
+        reaped.append(job["id"])
     return reaped
 
 
@@ -454,6 +472,12 @@ def apply_report(ws, job_id: int, report: dict, *, started_at: float | None = No
     return get_job(ws, job_id)
 
 
+def _check_runnable(ws, job_id: int) -> None:
+    job = get_job(ws, job_id)
+    if job["status"] not in ACTIVE:
+        raise WorkspaceError(f"job {job_id} has already ended ({job['status']}); start a new one instead")
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -463,7 +487,11 @@ def run_worker(ws, job_id: int) -> dict:
 
     Under torchrun (``RANK`` set) rank 0 claims the job and writes everything; the other ranks
     wait until it runs and execute the same entry with a :class:`SilentReporter`.
+
+    Raises:
+        WorkspaceError: no such job, or one that already ended (it is never run twice).
     """
+    _check_runnable(ws, job_id)
     if _rank() != 0:
         while get_job(ws, job_id)["status"] == "queued":
             time.sleep(0.2)
@@ -479,7 +507,12 @@ def run_worker(ws, job_id: int) -> dict:
 
 
 def run_foreground(ws, job_id: int, *, echo=None, on_progress=None) -> dict:
-    """The CLI's way: claim the job in this process, wait for the queue, run it."""
+    """The CLI's way: claim the job in this process, wait for the queue, run it.
+
+    Raises:
+        WorkspaceError: no such job, or one that already ended (it is never run twice).
+    """
+    _check_runnable(ws, job_id)
     ws.store.update_run(job_id, pid=os.getpid())
     if not wait_for_turn(ws.store, job_id, on_wait=lambda ahead: echo and echo(
             f"queued behind job(s) {', '.join(map(str, ahead))}")):

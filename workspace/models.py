@@ -598,11 +598,16 @@ def call_factory(factory: str, root: Path, num_classes: int) -> nn.Module:
     """
     module_name, _, func_name = factory.partition(":")
     _forget_foreign_modules(module_name, root)
-    with _on_sys_path(root):
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-            raise WorkspaceError(f"cannot import factory module {module_name!r} from {root}: {exc}") from None
+    write_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ in the user's folder: their files are only read
+    try:
+        with _on_sys_path(root):
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+                raise WorkspaceError(f"cannot import factory module {module_name!r} from {root}: {exc}") from None
+    finally:
+        sys.dont_write_bytecode = write_bytecode
     func = getattr(module, func_name, None)
     if not callable(func):
         raise WorkspaceError(f"factory module {module_name!r} has no function {func_name!r}")

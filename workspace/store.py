@@ -123,6 +123,16 @@ def _decode(row: sqlite3.Row | None) -> dict | None:
     return out
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _encode(value):
     return None if value is None else json.dumps(value)
 
@@ -145,7 +155,13 @@ class Store:
         if self.read_only:
             if not self.path.is_file():
                 raise WorkspaceError(f"the state folder {self.path.parent} is read-only and holds no store yet")
-            self._check_version(self.schema_version)
+            version = self.schema_version
+            self._check_version(version)
+            if version < SCHEMA_VERSION:
+                raise WorkspaceError(
+                    f"{self.path} was written by an older Groupfix (store schema {version}) and needs an upgrade, "
+                    "which its read-only state folder does not allow; copy the workspace or set state_dir to a "
+                    "writable folder")
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,24 +169,26 @@ class Store:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("BEGIN IMMEDIATE")  # one process creates or migrates at a time
                 try:
+                    fresh = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
                     row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                    version = 1 if row is None else int(row[0])
+                    version = SCHEMA_VERSION if fresh else 1 if row is None else int(row[0])
+                    if fresh:  # created at the current version in this transaction: nobody sees an old one
+                        for target in range(2, SCHEMA_VERSION + 1):
+                            for statement in MIGRATIONS[target]:
+                                db.execute(statement)
                     if row is None:
-                        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+                        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
                     self._check_version(version)
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
             if version < SCHEMA_VERSION:
                 self._migrate(version)
-        except sqlite3.DatabaseError as exc:
-            raise WorkspaceError(
-                f"the store {self.path} is damaged or not a Groupfix store ({exc}); it was left as it is: "
-                "move it aside (keeping it) and open the workspace again to start a fresh one") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot create the store {self.path}: {exc.strerror or exc}") from None
 
@@ -183,12 +201,31 @@ class Store:
     def _migrate(self, version: int) -> None:
         """Bring a store from ``version`` to :data:`SCHEMA_VERSION`, after a backup copy.
 
-        Each step runs in one transaction: a crash in the middle leaves the previous version.
+        The backup is written under a temporary name and renamed, so a crash while copying never
+        leaves a half backup that a later migration would take for a whole one; each step runs in
+        one transaction, so a crash in the middle leaves the previous version.
         """
-        backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
-        if not backup.exists():
-            with self._connect() as db, sqlite3.connect(backup) as copy:
-                db.backup(copy)
+        copy_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        for stale in self.path.parent.glob(f".{self.path.name}.v*.bak.*.tmp*"):  # a killed migration's copy
+            pid = stale.name.split(".bak.", 1)[1].split(".", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                stale.unlink(missing_ok=True)
+        if not copy_path.exists():
+            tmp = copy_path.with_name(f".{copy_path.name}.{os.getpid()}.tmp")
+            try:
+                with self._connect() as db:
+                    copy = sqlite3.connect(tmp, isolation_level=None)
+                    try:
+                        db.backup(copy)
+                        copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                        copied = int(copy.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+                    finally:
+                        copy.close()
+                if copied == version:  # else another process migrated meanwhile (and kept the backup)
+                    os.replace(tmp, copy_path)
+            finally:
+                for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+                    leftover.unlink(missing_ok=True)
         with self._connect() as db:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 db.execute("BEGIN IMMEDIATE")
@@ -200,22 +237,59 @@ class Store:
                         db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(target),))
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
 
     @contextmanager
     def _connect(self):
-        if self.read_only:
-            # immutable: no lock or WAL files are created, so a read-only folder can be viewed
-            db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
-        else:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
+        """A short-lived connection; SQLite's own errors about the file become one-line
+        :class:`~workspace.errors.WorkspaceError` (a damaged file, a full disk, a lock held too long)."""
         try:
+            if self.read_only:
+                # immutable: no lock or WAL files are created, so a read-only folder can be viewed
+                db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
             yield db
+        except sqlite3.Error as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
         finally:
             db.close()
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        """The user-facing error for a SQLite error about the file; ``exc`` itself for a bug
+        (a wrong statement stays a bug, never hidden as bad input)."""
+        text = str(exc)
+        lower = text.lower()
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return exc
+        if "full" in lower:
+            return WorkspaceError(f"cannot write the store {self.path}: the disk is full ({text}); nothing was "
+                                  "half written: free some space and run it again")
+        if "locked" in lower or "busy" in lower:
+            return WorkspaceError(f"the store {self.path} stayed locked by another process for 30 s ({text}); "
+                                  "try again when the other job or server is done")
+        if "readonly" in lower or "read-only" in lower or "unable to open" in lower or "i/o" in lower:
+            return WorkspaceError(f"cannot use the store {self.path} ({text}); check the state folder's "
+                                  "permissions and disk")
+        if isinstance(exc, sqlite3.OperationalError):
+            return exc  # "no such table", a syntax error: a bug, not the user's file
+        return WorkspaceError(
+            f"the store {self.path} is damaged or not a Groupfix store ({text}); it was left as it is: "
+            "move it aside (keeping it) and open the workspace again to start a fresh one")
+
+    def require_writable(self, what: str) -> None:
+        """Raise :class:`~workspace.errors.WorkspaceError` if ``what`` (a description) cannot be saved."""
+        self._writable(what)
 
     def _writable(self, what: str) -> None:
         if self.read_only:

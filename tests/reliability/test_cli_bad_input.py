@@ -1,12 +1,15 @@
 """``python -m workspace info`` on a broken workspace: exit 2, one ``error:`` line, no traceback.
 
-Each case runs the real command in a subprocess on a workspace with a working factory
-model (so a data error is reached, not a model error), its state folder outside the
-workspace folder, and checks that the workspace folder is byte-for-byte unchanged.
+Each case runs the real command on its own workspace with a working factory model (so a data
+error is reached, not a model error), its state folder outside the workspace folder, and checks
+that the workspace folder is byte-for-byte unchanged. The cases run together through
+:mod:`tests.reliability.driver` (one process imports the command line once and forks a child per
+case); the first one ``exec``s the real ``python -m workspace``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_FACTORY
-from tests.reliability.conftest import tree_digest
+from tests.reliability.conftest import make_bad_ws, tree_digest, write_png
 
 WORKSPACE = """\
 name = "cli-bad"
@@ -34,19 +37,23 @@ resize = 8
 CSV = "path,label\ntrain/cat/0.png,cat\ntrain/cat/1.png,cat\ntrain/dog/0.png,dog\ntrain/fox/0.png,fox\n"
 
 
-@pytest.fixture
-def cli_ws(bad_ws):
+def make_cli_ws(folder):
+    """The ``bad_ws`` workspace under ``folder`` with a TinyNet factory model and a third class."""
+    root = make_bad_ws(folder)
     namespace: dict = {}
     exec(TINY_FACTORY, namespace)
     torch.manual_seed(0)
-    torch.save(namespace["build"](3).state_dict(), bad_ws / "weights.pth")
-    (bad_ws / "tinynet.py").write_text(TINY_FACTORY)
-    from tests.reliability.conftest import write_png
+    torch.save(namespace["build"](3).state_dict(), root / "weights.pth")
+    (root / "tinynet.py").write_text(TINY_FACTORY)
+    write_png(root / "train" / "fox" / "0.png", 90)
+    (root / "train.csv").write_text(CSV)
+    (root / "workspace.toml").write_text(WORKSPACE)
+    return root
 
-    write_png(bad_ws / "train" / "fox" / "0.png", 90)
-    (bad_ws / "train.csv").write_text(CSV)
-    (bad_ws / "workspace.toml").write_text(WORKSPACE)
-    return bad_ws
+
+@pytest.fixture
+def cli_ws(tmp_path):
+    return make_cli_ws(tmp_path)
 
 
 CASES = [
@@ -64,22 +71,38 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every case run once: ``{id: (result, workspace digest before, after)}``."""
+    root = tmp_path_factory.mktemp("cli-bad")
+    todo, folders, before = [], {}, {}
+    for i, (case_id, toml, csv_bytes, _) in enumerate(CASES):
+        ws = folders[case_id] = make_cli_ws(root / case_id)
+        if toml is not None:
+            (ws / "workspace.toml").write_text(toml(ws))
+        if csv_bytes is not None:
+            (ws / "train.csv").write_bytes(csv_bytes)
+        before[case_id] = tree_digest(ws)
+        todo.append({"id": case_id, "cli": "workspace", "argv": ["info", "--workspace", str(ws / "workspace.toml")],
+                     "cwd": str(REPO), "exec": i == 0, "timeout": 180,
+                     "env": {"GROUPFIX_HOME": str(root / "home"), "PYTHONPATH": str(REPO)}})
+    (root / "cases.json").write_text(json.dumps(todo))
+    subprocess.run([sys.executable, "-m", "tests.reliability.driver", str(root / "cases.json"),
+                    str(root / "results.json"), "--jobs", "2"], cwd=REPO, check=True, timeout=600,
+                   env={**os.environ, "GROUPFIX_HOME": str(root / "home")})
+    found = json.loads((root / "results.json").read_text())
+    return {case_id: (found[case_id], before[case_id], tree_digest(folders[case_id])) for case_id, *_ in CASES}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id, toml, csv_bytes, fragment", CASES, ids=[c[0] for c in CASES])
-def test_cli_bad_input_is_one_error_line_and_exit_2(cli_ws, case_id, toml, csv_bytes, fragment):
-    if toml is not None:
-        (cli_ws / "workspace.toml").write_text(toml(cli_ws))
-    if csv_bytes is not None:
-        (cli_ws / "train.csv").write_bytes(csv_bytes)
-    before = tree_digest(cli_ws)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ beside the user's model file
-    proc = subprocess.run([sys.executable, "-m", "workspace", "info", "--workspace", str(cli_ws / "workspace.toml")],
-                          cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and fragment in errors[0], proc.stderr
-    assert tree_digest(cli_ws) == before
+def test_cli_bad_input_is_one_error_line_and_exit_2(results, case_id, toml, csv_bytes, fragment):
+    proc, before, after = results[case_id]
+    assert proc["code"] == 2, proc["stderr"]
+    assert "Traceback" not in proc["stderr"] and proc["stdout"] == ""
+    errors = [line for line in proc["stderr"].splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], proc["stderr"]
+    assert after == before  # nothing written into the workspace folder, not even __pycache__
 
 
 def test_cli_workspace_opens_when_valid(cli_ws):
