@@ -6,7 +6,9 @@ import numpy as np
 import streamlit as st
 
 from diagnostics.compare import compare_outputs
-from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap, wos_curve_figure
+from diagnostics.figures_confusion import (
+    BETTER_WORSE, comparison_heatmap, confusion_heatmap, matrix_overview, wos_curve_figure,
+)
 from diagnostics.wos import suggest_rho
 from pages import ui
 from pages.widgets import confusion as w
@@ -92,5 +94,9 @@ with tab_diff:
     cmp = compare_outputs(out, dataclasses.replace(out, preds=result.preds))
     st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
                     key="wos_diff_heatmap")
+    if len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
+        st.plotly_chart(matrix_overview(cmp.improvement, names, diverging=True, colorscale=BETTER_WORSE,
+                                        value_name="better ↑<br>worse ↓", title="after − before (green = better)"),
+                        key="wos_overview_chart")
 with tab_changes:
     st.dataframe(what_if.changes(result, names), key="wos_changes", hide_index=True)

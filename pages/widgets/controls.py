@@ -1,0 +1,89 @@
+"""Small controls the pages share: a pager for long galleries and a select whose labels carry counts.
+
+(They would sit in ``pages/ui.py``; they live here because that file belongs to the page plumbing.)
+
+* :func:`pager` cuts a long list into pages with previous / next buttons, so a page never draws
+  thousands of thumbnails (a 1,000-class workspace has that many in one gallery).
+* :func:`counted_select` is ``st.selectbox`` over stable ids whose labels may change between
+  runs (``"cat ↔ dog (45 weakspots)"`` after a slider move): the browser keeps the label of the
+  selected option as it was when the user picked it, so a changed label is sent again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import streamlit as st
+
+
+def _step(key: str, delta: int, pages: int) -> None:
+    st.session_state[key] = int(min(max(st.session_state.get(key, 1) + delta, 1), pages))
+
+
+def pager(n: int, *, key: str, page_size: int, noun: str = "images", reset_on: object = None,
+          container=None) -> slice:
+    """Previous / next buttons and a page number over ``n`` items; returns the shown slice.
+
+    Args:
+        n: how many items there are.
+        key: widget-key prefix (unique per page and gallery).
+        page_size: items per page.
+        noun: what the items are, for the caption.
+        reset_on: any value; when it changes (another pair, other filters) the pager goes back
+            to page 1.
+        container: where to draw (default: the main area).
+
+    Returns:
+        ``slice(start, stop)`` of the items on the current page.
+    """
+    where = container or st
+    page_size = max(int(page_size), 1)
+    pages = max(1, math.ceil(n / page_size))
+    page_key, seen_key = f"{key}_page", f"_{key}_reset_on"
+    marker = repr(reset_on)
+    if st.session_state.get(seen_key) != marker:
+        st.session_state[seen_key] = marker
+        st.session_state[page_key] = 1
+    current = int(min(max(st.session_state.get(page_key, 1), 1), pages))
+    st.session_state[page_key] = current
+    if pages > 1:
+        c1, c2, c3, c4 = where.columns([1, 1, 2, 4], vertical_alignment="center")
+        c1.button("◀ Previous", key=f"{key}_prev", disabled=current <= 1, on_click=_step, args=(page_key, -1, pages),
+                  use_container_width=True)
+        c2.button("Next ▶", key=f"{key}_next", disabled=current >= pages, on_click=_step, args=(page_key, 1, pages),
+                  use_container_width=True)
+        c3.number_input("Page", 1, pages, key=page_key, label_visibility="collapsed")
+        start = (current - 1) * page_size
+        c4.caption(f"{noun.capitalize()} {start + 1:,}–{min(start + page_size, n):,} of {n:,} "
+                   f"(page {current:,} of {pages:,})")
+    current = int(st.session_state[page_key])
+    start = (current - 1) * page_size
+    return slice(start, min(start + page_size, n))
+
+
+def counted_select(container, label: str, ids: Sequence, format_func: Callable[[object], str], *, key: str,
+                   help: str | None = None):
+    """A selectbox over stable ``ids`` whose shown label follows ``format_func`` on every run.
+
+    Streamlit keeps a selected option by identity (the id) but the browser shows the label it
+    was given when the user chose it; when that label changes (a count that follows a slider),
+    the selection is sent again so the browser shows the new label. An id that disappeared
+    falls back to the first.
+
+    Returns:
+        The selected id, or None when ``ids`` is empty.
+    """
+    ids = list(ids)
+    if not ids:
+        return None
+    shown_key = f"_{key}_label"
+    current = st.session_state.get(key)
+    if current not in ids:
+        current = ids[0]
+        st.session_state[key] = current
+    elif st.session_state.get(shown_key) not in (None, format_func(current)):
+        st.session_state[key] = current  # a value set from the script is sent to the browser with its new label
+    value = container.selectbox(label, ids, format_func=format_func, key=key, help=help)
+    st.session_state[shown_key] = format_func(value)
+    return value
