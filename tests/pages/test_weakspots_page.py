@@ -123,7 +123,9 @@ def test_model_without_embeddings_gets_a_clear_message(scripted_workspace, capsy
 
 def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
     at = _page()
-    at.selectbox(key="ws_gallery_pair").set_value(1).run()  # the first pair: the planted one
+    first = at.selectbox(key="ws_gallery_pair").options[1]
+    assert first.split(" (")[0] in {"disk ↔ oval", "oval ↔ disk"}   # the first pair: the planted one
+    at.selectbox(key="ws_gallery_pair").set_value(first).run()
     assert not at.exception, at.exception
     pair = set(demo_ws.planted["confused_pair"])
     heads = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("PIVOTAL")]
@@ -131,3 +133,52 @@ def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
     for caption in heads:  # "PIVOTAL split:index\nA → B (..% pure)"
         a, b = caption.split("\n")[1].split(" (")[0].split(" → ")
         assert {a, b} == pair
+
+
+def _label_sent(at, key):
+    """The label of a select's value as the browser shows it: re-sent whenever it changed."""
+    box = at.selectbox(key=key)
+    return box.proto.raw_value if box.proto.set_value else None
+
+
+def test_pair_labels_follow_the_sliders(demo_ws):
+    at = _page()
+    before = at.selectbox(key="ws_pair").options[0]
+    count = int(before.split("(")[1].split(" ")[0])
+    at.slider(key="ws_radius").set_value(at.slider(key="ws_radius").min).run()
+    assert not at.exception, at.exception
+    pairs = at.selectbox(key="ws_pair")
+    now = pairs.options[pairs.index]
+    # the same pair stays picked, its count changed, and the new label is sent to the browser
+    assert now.split(" (")[0] == before.split(" (")[0] and now != before, (before, now)
+    assert _label_sent(at, "ws_pair") == now
+    assert int(now.split("(")[1].split(" ")[0]) < count
+    table = at.dataframe[0].value
+    row = table[(table["a"] + " ↔ " + table["b"]) == now.split(" (")[0]]
+    assert f"({int(row['count'].iloc[0])} weakspot" in now
+    assert at.selectbox(key="ws_gallery_pair").options[0] == f"all pairs ({_metric(at, 'Pivotal images (weakspots)')} " \
+                                                             "pivotal images)"
+    at.run()   # nothing moved: nothing re-sent
+    assert _label_sent(at, "ws_pair") is None
+
+
+def test_pivotal_gallery_pages_and_search(demo_ws):
+    at = _page()
+    n = int(_metric(at, "Pivotal images (weakspots)").replace(",", ""))
+    assert f"Pivotal images 1–6 of {n:,} (page 1 of {-(-n // 6)})" in [c.value for c in at.caption]
+    heads = lambda: [img.captions[0] for img in at.get("image") if img.captions[0].startswith("PIVOTAL")]
+    first_page = heads()
+    at.button(key="ws_gallery_next").click().run()
+    assert f"Pivotal images 7–12 of {n:,} (page 2 of {-(-n // 6)})" in [c.value for c in at.caption]
+    assert len(heads()) == 6 and not set(heads()) & set(first_page)
+    # label filter: only pivotal images labelled ring (either split)
+    at.multiselect(key="ws_search_labels").set_value(["ring"]).run()
+    assert not at.exception, at.exception
+    got = heads()
+    assert got and all(c.split("\n")[1].startswith("ring → ") for c in got), got
+    # an index query finds that image in either split
+    split, index = got[0].split("\n")[0].split(" ")[1].split(":")
+    at.multiselect(key="ws_search_labels").set_value([]).run()
+    at.text_input(key="ws_search_query").input(index).run()
+    assert any(c.startswith(f"PIVOTAL {split}:{index}\n") for c in heads())
+    assert all(c.split("\n")[0].split(":")[1] == index for c in heads())
