@@ -21,7 +21,8 @@ def figure_counts_by_radius(counts: pd.DataFrame, *, radius: float | None = None
     fig = go.Figure(go.Scatter(x=counts["radius"], y=counts["count"], mode="lines+markers",
                                name="weakspots", hovertemplate="d=%{x:.3g}<br>%{y} weakspots<extra></extra>"))
     if suggested is not None:
-        fig.add_vline(x=suggested, line_dash="dot", line_color="grey", annotation_text="suggested")
+        fig.add_vline(x=suggested, line_dash="dot", line_color="grey", annotation_text="suggested",
+                      annotation_position="bottom right")  # apart from "d" when both are close
     if radius is not None:
         fig.add_vline(x=radius, line_color="crimson", annotation_text="d", annotation_position="top left")
     fig.update_layout(xaxis_title="radius d (L2)", yaxis_title="number of weakspots", height=300,

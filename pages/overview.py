@@ -12,7 +12,7 @@ from diagnostics.report import NOT_COMPUTED
 from diagnostics.run_report import report_path, write_report
 from pages import ui
 from pages.widgets import galleries as G
-from pages.widgets.controls import pager
+from pages.widgets.controls import image_grid, pager
 from workspace.errors import WorkspaceError
 
 PAGE_SIZE = 64  # thumbnails per page: 8 rows of 8
@@ -98,4 +98,4 @@ rows = rows[pager(len(rows), key="ov_thumbs", page_size=PAGE_SIZE, reset_on=(per
 names = ws.class_names
 captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}" if not ws.multi_label
             else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
-ui.thumbnails(ws, "eval", out.indices[rows], captions, columns=8)
+image_grid(ws, [("eval", int(i), c) for i, c in zip(out.indices[rows], captions)])

@@ -14,7 +14,7 @@ from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap
 from diagnostics.triplet_groups import rank_triplet_groups
 from pages import ui
 from pages.widgets import galleries
-from pages.widgets.controls import counted_select, pager
+from pages.widgets.controls import counted_select, image_grid, pager
 from workspace.targets import Target
 
 SPLITS = ("eval", "train")
@@ -118,8 +118,7 @@ def use_as_target(ws, target: Target, *, key: str, source: str, links: bool = Tr
         ui.target_links(ws)
 
 
-def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, page_size: int, key: str, columns: int = 8,
-            width: int = 96) -> None:
+def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, page_size: int, key: str, width: int = 96) -> None:
     """Thumbnails of the given output positions, captioned with p(a) and p(b), most confident
     first, ``page_size`` at a time with previous / next buttons."""
     if len(positions) == 0:
@@ -128,9 +127,9 @@ def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, page_size: int, k
     positions = positions[np.argsort(-out.probs[positions, b], kind="stable")]
     shown = positions[pager(len(positions), key=key, page_size=page_size, reset_on=(a, b, len(positions)))]
     names = out.class_names
-    captions = [f"#{out.indices[p]} p({names[b]})={out.probs[p, b]:.2f} p({names[a]})={out.probs[p, a]:.2f}"
-                for p in shown]
-    ui.thumbnails(ws, out.split, out.indices[shown], captions, columns=columns, width=width)
+    image_grid(ws, [(out.split, int(out.indices[p]), f"p({names[b]})={out.probs[p, b]:.2f} "
+                                                      f"p({names[a]})={out.probs[p, a]:.2f}") for p in shown],
+               width=width)
 
 
 def pair_galleries(ws, out, a: int, b: int, *, key: str) -> None:
@@ -241,7 +240,7 @@ def triplet_detail(ws, out, group, triplets, *, share: float, key: str) -> None:
             back = pair_mistakes(out.labels, out.preds, c, x, task=out.task)
             st.markdown(f"**{names[x]} → {names[c]}**: {len(found):,} mistakes "
                         f"({names[c]} → {names[x]}: {len(back):,})")
-            gallery(ws, out, found, x, c, page_size=per_page, key=f"{key}_gallery_{x}_{c}", columns=4, width=84)
+            gallery(ws, out, found, x, c, page_size=per_page, key=f"{key}_gallery_{x}_{c}", width=84)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -1,4 +1,4 @@
-"""Small controls the pages share: a pager for long galleries and a select whose labels carry counts.
+"""Small controls the pages share: a pager, a select whose labels carry counts, a light image grid.
 
 (They would sit in ``pages/ui.py``; they live here because that file belongs to the page plumbing.)
 
@@ -7,14 +7,22 @@
 * :func:`counted_select` is ``st.selectbox`` over stable ids whose labels may change between
   runs (``"cat ↔ dog (45 weakspots)"`` after a slider move): the browser keeps the label of the
   selected option as it was when the user picked it, so a changed label is sent again.
+* :func:`image_grid` draws a whole gallery as ONE ``st.image`` element whose captions link each
+  image to the sample view: the browser's cost of a page grows with its number of elements,
+  and :func:`pages.ui.thumbnails` spends a column, an image and a page link on every thumbnail
+  (measured at 1,000 classes: a 64-thumbnail page went from ~3,300 DOM nodes to ~1,300).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Callable, Sequence
+from urllib.parse import urlencode
 
+import numpy as np
 import streamlit as st
+
+from pages import ui
 
 
 def _step(key: str, delta: int, pages: int) -> None:
@@ -87,3 +95,36 @@ def counted_select(container, label: str, ids: Sequence, format_func: Callable[[
     value = container.selectbox(label, ids, format_func=format_func, key=key, help=help)
     st.session_state[shown_key] = format_func(value)
     return value
+
+
+def sample_url(ws, split: str, index: int) -> str:
+    """The sample view's address for one image, relative to the app's pages (keeps workspace,
+    version and target)."""
+    return "sample?" + urlencode(ui.sample_params(ws, split, int(index)))
+
+
+def _load(ws, split: str, index: int) -> np.ndarray | None:
+    try:
+        return np.asarray(ws.split(split).load(int(index)).convert("RGB"))
+    except Exception:  # noqa: BLE001 - a broken image is shown as such, the gallery goes on
+        return None
+
+
+def image_grid(ws, items, *, width: int = 96, link: bool = True) -> None:
+    """A gallery in one element: ``items`` = ``(split, index, caption or None)``; each caption
+    starts with ``split:index``, linked to the sample view (opens in a new tab)."""
+    items = list(items)
+    if not items:
+        st.caption("No images.")
+        return
+    images, captions = [], []
+    for split, index, caption in items:
+        img = _load(ws, split, index)
+        ref = f"{split}:{int(index)}"
+        head = f"[{ref}]({sample_url(ws, split, index)})" if link else ref
+        if img is None:
+            img = np.full((8, 8, 3), 200, dtype=np.uint8)
+            caption = "cannot load"
+        images.append(img)
+        captions.append(head + (f"  \n{caption}" if caption else ""))
+    st.image(images, caption=captions, width=width)

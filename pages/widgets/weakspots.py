@@ -12,7 +12,7 @@ from diagnostics import run_weakspots
 from diagnostics.weakspots import RepresentativeSet, project_pca
 from pages import ui
 from pages.widgets import galleries
-from pages.widgets.controls import counted_select, pager
+from pages.widgets.controls import counted_select, image_grid, pager
 from workspace.targets import Target
 from workspace.errors import WorkspaceError
 
@@ -54,13 +54,6 @@ def init_state(key: str, default: float, low: float, high: float) -> None:
         st.session_state[key] = clamped
 
 
-def _image(ws, split: str, index: int, caption: str, width: int) -> None:
-    try:
-        st.image(np.asarray(ws.split(split).load(int(index))), width=width, caption=caption)
-    except Exception as exc:  # noqa: BLE001 - show the broken image, do not die
-        st.caption(f"{split}:{index}: cannot load ({type(exc).__name__})")
-
-
 def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int, radius: float,
             show: int, neighbours: int, width: int = 84, key: str = "ws_gallery") -> None:
     """Each pivotal image (first column) with its nearest neighbours: label / pred, distance;
@@ -73,10 +66,7 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
     page = pivotal.iloc[pager(len(pivotal), key=key, page_size=show, noun="pivotal images",
                               reset_on=(len(pivotal), tuple(pivotal["row"].head(3))))]
     for r in page.itertuples():
-        cols = st.columns(neighbours + 1)
-        with cols[0]:
-            _image(ws, r.split, r.index, f"PIVOTAL {r.split}:{r.index}\n{r.label_name} → {r.pred_name} "
-                   f"({r.purity:.0%} pure)", width)
+        items = [(r.split, int(r.index), f"**PIVOTAL** {r.label_name} → {r.pred_name} ({r.purity:.0%} pure)")]
         q = where[int(r.row)]
         for j in range(min(neighbours, k)):
             nb, dist = int(table.neighbours[q, j]), float(table.distances[q, j])
@@ -84,9 +74,9 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
                 break
             wrong = "❌ " if rep.labels[nb] != rep.preds[nb] else ""
             far = "" if dist <= radius else " (beyond d)"
-            with cols[j + 1]:
-                _image(ws, rep.splits[nb], rep.indices[nb], f"{wrong}{names[rep.labels[nb]]} / "
-                       f"{names[rep.preds[nb]]}\nd={dist:.3g}{far}", width)
+            items.append((rep.splits[nb], int(rep.indices[nb]),
+                          f"{wrong}{names[rep.labels[nb]]} / {names[rep.preds[nb]]}  \nd={dist:.3g}{far}"))
+        image_grid(ws, items, width=width)
 
 
 def _pair_label(r) -> str:

@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
-from tests.pages.helpers import seeded, ws_state
+from tests.pages.helpers import image_count, seeded, thumbnails, ws_state
 from diagnostics.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
@@ -43,9 +43,11 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     assert any(t.startswith(f"**disk → oval**: {counts[disk, oval]} mistakes") for t in texts), texts
     assert any(t.startswith(f"**oval → disk**: {counts[oval, disk]} mistakes") for t in texts)
     assert any("Only one model version" in c.value for c in at.caption)
-    assert len(at.get("image")) == 2 * 16          # 16 thumbnails per direction by default
+    assert image_count(at) == 2 * 16          # 16 thumbnails per direction by default
     at.slider(key="conf_gallery_n").set_value(4).run()
-    assert len(at.get("image")) == 2 * 4
+    assert image_count(at) == 2 * 4
+    first = thumbnails(at)[0]   # "[eval:12](sample?...)  \np(oval)=0.91 p(disk)=0.05", linked to the sample view
+    assert first.startswith("[eval:") and "](sample?" in first and "split=eval" in first and "p(oval)=" in first
     at.button(key="conf_use_target").click().run()
     assert ws_state(at)[ui.TARGET] == {"kind": "confusion", "targets": [["disk", "oval"]]}
     assert ws_state(at)[ui.TARGET_SOURCE] == "confusion page"
@@ -57,8 +59,6 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
 
 
 def test_confusion_gallery_pages_and_search(demo_eval):
-    import numpy as np
-
     from diagnostics.confusion import pair_mistakes
 
     names = list(demo_eval.class_names)
@@ -70,14 +70,14 @@ def test_confusion_gallery_pages_and_search(demo_eval):
     assert f"Images 1–8 of {n:,} (page 1 of {pages})" in [c.value for c in at.caption]
     at.button(key=f"conf_gallery_{oval}_{disk}_next").click().run()
     assert f"Images 9–16 of {n:,} (page 2 of {pages})" in [c.value for c in at.caption]
-    assert len(at.get("image")) == 16   # one page per direction, never all mistakes
+    assert image_count(at) == 16   # one page per direction, never all mistakes
     # the gallery search keeps the mistakes that match: oval -> disk predicted as disk, labelled oval only
     at.multiselect(key="conf_search_labels").set_value(["oval"]).run()
     texts = [m.value for m in at.markdown]
     assert any(t.startswith("**disk → oval**") and t.endswith("; 0 match the search") for t in texts), texts
     assert any(t.startswith("**oval → disk**") and t.endswith(f"; {n:,} match the search") for t in texts), texts
-    shown = np.concatenate([np.asarray(img.captions) for img in at.get("image")])
-    assert all(f"p(disk)" in c for c in shown) and len(shown) == 8
+    shown = thumbnails(at)
+    assert all("p(disk)" in c for c in shown) and len(shown) == 8
 
 
 def test_two_versions_side_by_side_with_accuracy_and_target_error(tiny_workspace):

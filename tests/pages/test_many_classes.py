@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages import ui
 from tests.conftest import REPO
+from tests.pages.helpers import image_count
 from tests.pages.many_classes import make_many_class_workspace
 
 K, EVAL_PER_CLASS = 300, 20
@@ -39,13 +40,13 @@ def _heatmap_classes(at, key):
 def test_every_page_renders_with_paged_galleries(many):
     at = _app(many)
     # Overview: 4 images per class would be 1,200 thumbnails; one page of 64 is drawn
-    assert len(at.get("image")) == MOST_THUMBNAILS
+    assert image_count(at) == MOST_THUMBNAILS
     assert f"Images 1–64 of {4 * K:,} (page 1 of {-(-4 * K // 64)})" in [c.value for c in at.caption]
     for name in PAGES:
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, (name, at.exception)
         assert at.title, name
-        assert len(at.get("image")) <= MOST_THUMBNAILS, (name, len(at.get("image")))
+        assert image_count(at) <= MOST_THUMBNAILS, (name, image_count(at))
         assert not [e.value for e in at.error], (name, [e.value for e in at.error])
 
 
@@ -63,7 +64,7 @@ def test_confusion_view_top_classes_search_and_overview(many):
     at.slider(key="conf_top_classes").set_value(0).run()
     assert _heatmap_classes(at, "conf_heatmap") == ["n0299"]
     # the pair galleries are paged: 16 per direction at most
-    assert len(at.get("image")) <= 32
+    assert image_count(at) <= 32
 
 
 def test_triplets_group_the_planted_pair_and_pages_stay_small(many):
