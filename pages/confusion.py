@@ -35,7 +35,7 @@ m1.metric("Accuracy" if not ws.multi_label else "Exact-match accuracy", f"{out.a
 m2.metric("Images", f"{out.n:,}")
 if top_pair is not None:
     m3.metric("Most confused pair", f"{top_pair.a} / {top_pair.b}", f"{error_name} {top_pair.conf:.3f}",
-              delta_color="off")
+              delta_color="off", delta_arrow="off")
 
 st.subheader("Confusion matrix")
 if ws.multi_label:

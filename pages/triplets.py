@@ -4,10 +4,12 @@ confused pair that explains them."""
 import streamlit as st
 
 from diagnostics.figures_confusion import triplet_errors_figure
-from diagnostics.triplet_groups import SHARE
+from diagnostics.triplet_groups import PAIR, SHARE, TRIPLET
 from pages import ui
 from pages.widgets import confusion as w
 from pages.widgets.controls import counted_select
+
+KINDS = {"all": "all", PAIR: "pair groups", TRIPLET: "triplets beyond one pair"}
 
 ws = ui.workspace()
 st.title("Bias triplets")
@@ -29,20 +31,25 @@ out = ui.outputs(ws, split, version)
 t = w.tables(ws, out)
 names = list(out.class_names)
 
-g1, g2, g3 = st.columns(3)
+g1, g2, g3, g4 = st.columns([2, 3, 3, 2])
 grouping = g1.toggle("Group by confused pair", value=True, key="tri_group",
                      help="A triplet (A, X, C) whose cd is explained by the confusion of A and C alone is shown "
                           "in one group with every other such X")
-share = g2.slider("Explained when cd keeps at least", 0.5, 1.0, SHARE, 0.05, key="tri_share", disabled=not grouping,
-                  format="%.2f", help="…this share of error(A, C), i.e. error(X, C) ≤ (1 − share) · error(A, C)")
-top_k = int(g3.number_input("Show the top", 1, 200, 10, key="tri_top"))
+share = g2.slider("Explained when cd keeps at least", 0.2, 1.0, SHARE, 0.05, key="tri_share", disabled=not grouping,
+                  format="%.2f", help="…this share of error(A, C), i.e. error(X, C) ≤ (1 − share) · error(A, C): "
+                                      "X is confused with C much less than A is")
+kinds = g3.radio("Show", list(KINDS), horizontal=True, key="tri_kinds", disabled=not grouping,
+                 format_func=KINDS.__getitem__, help="Triplets no single pair explains: A and B are both confused "
+                                                     "with C, unequally (the paper's man / woman / skis)")
+top_k = int(g4.number_input("Show the top", 1, 200, 10, key="tri_top"))
 skip = w.excluded_pairs(ws, t["pairs"], names, key="tri")
 anchors = None if anchor == "(any)" else [names.index(anchor)]
 with st.spinner("Ranking triplets…"):
     grouped, ranked = w.triplet_groups(ws, out, groups=top_k, share=share if grouping else None, exclude=skip,
-                                       anchors=anchors)
+                                       anchors=anchors, kinds=kinds if grouping else "all")
 if grouped.empty:
-    st.info("No triplets left: another anchor, or fewer pairs left out, shows some." if skip or anchors else
+    st.info("No triplets left: another anchor, fewer pairs left out, or all kinds shows some."
+            if skip or anchors or (grouping and kinds != "all") else
             "No biased triplet: every triplet has cd 0 (A and B are equally confused with C).")
     st.stop()
 

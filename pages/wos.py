@@ -12,6 +12,7 @@ from diagnostics.figures_confusion import (
 from diagnostics.wos import suggest_rho
 from pages import ui
 from pages.widgets import confusion as w
+from pages.widgets.controls import change
 from workspace.targets import Target
 
 ws = ui.workspace()
@@ -58,9 +59,9 @@ base = what_if.base
 acc, acc0 = (result.map, base.map) if out.multi_label else (result.accuracy, base.accuracy)
 
 m1, m2, m3 = st.columns(3)
-m1.metric(metric_name, f"{acc:.2%}", f"{acc - acc0:+.2%}")
+m1.metric(metric_name, f"{acc:.2%}", **change(acc - acc0, "+.2%"))
 m2.metric(f"Target error ({error_name})", f"{result.target_error:.4f}",
-          f"{result.target_error - base.target_error:+.4f}", delta_color="inverse")
+          **change(result.target_error - base.target_error, "+.4f", lower_is_better=True))
 m3.metric("Changed predictions", f"{len(result.changed):,}")
 m3.markdown(f":green[{result.fixed:,} fixed] · :red[{result.broken:,} broken]")
 

@@ -11,10 +11,10 @@ from diagnostics.confusion import (
     rank_biased_triplets, rank_confused_pairs,
 )
 from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap
-from diagnostics.triplet_groups import rank_triplet_groups
+from diagnostics.triplet_groups import PAIR, TRIPLET, rank_triplet_groups
 from pages import ui
 from pages.widgets import galleries
-from pages.widgets.controls import counted_select, image_grid, pager
+from pages.widgets.controls import change, counted_select, image_grid, pager
 from workspace.targets import Target
 
 SPLITS = ("eval", "train")
@@ -54,17 +54,19 @@ def tables(ws, out) -> dict:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _groups(key: str, groups: int, share, exclude: tuple, anchors, _errors, names: tuple):
+def _groups(key: str, groups: int, share, exclude: tuple, anchors, kinds: tuple, _errors, names: tuple):
     return rank_triplet_groups(_errors, names, rank=rank_biased_triplets, groups=groups, share=share,
-                               exclude=exclude, anchors=None if anchors is None else list(anchors))
+                               exclude=exclude, anchors=None if anchors is None else list(anchors), kinds=kinds)
 
 
-def triplet_groups(ws, out, *, groups: int, share: float | None, exclude=(), anchors=None):
+def triplet_groups(ws, out, *, groups: int, share: float | None, exclude=(), anchors=None, kinds: str = "all"):
     """Cached :func:`diagnostics.triplet_groups.rank_triplet_groups` of one outputs object:
-    ``(grouped, triplets)``; ``share=None`` keeps every triplet apart (no grouping)."""
+    ``(grouped, triplets)``; ``share=None`` keeps every triplet apart (no grouping); ``kinds``:
+    ``"all"``, ``"pair"`` or ``"triplet"``."""
     exclude = tuple(sorted({tuple(sorted((int(a), int(b)))) for a, b in exclude}))
     anchors = None if anchors is None else tuple(sorted(int(a) for a in anchors))
-    return _groups(ws.outputs_key(out.split, out.model_version), int(groups), share, exclude, anchors,
+    wanted = (PAIR, TRIPLET) if kinds == "all" else (kinds,)
+    return _groups(ws.outputs_key(out.split, out.model_version), int(groups), share, exclude, anchors, wanted,
                    tables(ws, out)["errors"], tuple(out.class_names))
 
 
@@ -168,11 +170,12 @@ def compare_versions(ws, out, version: str, split: str, shown: list[int]) -> Non
     for col, i, name in zip(st.columns(2), (0, 1), (version, other)):
         with col:
             m1, m2 = st.columns(2)
-            delta = None if i == 0 else f"{cmp.accuracy[1] - cmp.accuracy[0]:+.2%}"
-            m1.metric(f"Accuracy of {name}", f"{cmp.accuracy[i]:.2%}", delta)
+            delta = {} if i == 0 else change(cmp.accuracy[1] - cmp.accuracy[0], "+.2%")
+            m1.metric(f"Accuracy of {name}", f"{cmp.accuracy[i]:.2%}", **delta)
             if cmp.target_error is not None:
-                err_delta = None if i == 0 else f"{cmp.target_error[1] - cmp.target_error[0]:+.4f}"
-                m2.metric(error_label, f"{cmp.target_error[i]:.4f}", err_delta, delta_color="inverse")
+                delta = {} if i == 0 else change(cmp.target_error[1] - cmp.target_error[0], "+.4f",
+                                                 lower_is_better=True)
+                m2.metric(error_label, f"{cmp.target_error[i]:.4f}", **delta)
             rates = cmp.before_rates if i == 0 else cmp.after_rates
             st.plotly_chart(confusion_heatmap(rates[sub], shown_names, title=name), key=f"conf_side_{i}")
     if target is not None:
@@ -210,7 +213,7 @@ def excluded_pairs(ws, pairs, names, *, key: str) -> list[tuple[int, int]]:
 def triplet_detail(ws, out, group, triplets, *, share: float, key: str) -> None:
     """One group: what it means, its member triplets, the repair targets it offers, and the A -> C
     mistakes next to the B -> C mistakes of the chosen triplet."""
-    from diagnostics.triplet_groups import PAIR, pair_negatives
+    from diagnostics.triplet_groups import pair_negatives
 
     names = out.class_names
     rows = list(group.rows)

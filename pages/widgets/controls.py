@@ -7,6 +7,8 @@
 * :func:`counted_select` is ``st.selectbox`` over stable ids whose labels may change between
   runs (``"cat ↔ dog (45 weakspots)"`` after a slider move): the browser keeps the label of the
   selected option as it was when the user picked it, so a changed label is sent again.
+* :func:`change` gives ``st.metric`` a delta coloured by better (green) / worse (red), and grey
+  without an arrow when the change shown is zero (Streamlit paints "+0.00%" green).
 * :func:`image_grid` draws a whole gallery as ONE ``st.image`` element whose captions link each
   image to the sample view: the browser's cost of a page grows with its number of elements,
   and :func:`pages.ui.thumbnails` spends a column, an image and a page link on every thumbnail
@@ -56,11 +58,12 @@ def pager(n: int, *, key: str, page_size: int, noun: str = "images", reset_on: o
     current = int(min(max(st.session_state.get(page_key, 1), 1), pages))
     st.session_state[page_key] = current
     if pages > 1:
+        # icon buttons stay whole in a half-width column (a gallery beside another)
         c1, c2, c3, c4 = where.columns([1, 1, 2, 4], vertical_alignment="center")
-        c1.button("◀ Previous", key=f"{key}_prev", disabled=current <= 1, on_click=_step, args=(page_key, -1, pages),
-                  use_container_width=True)
-        c2.button("Next ▶", key=f"{key}_next", disabled=current >= pages, on_click=_step, args=(page_key, 1, pages),
-                  use_container_width=True)
+        c1.button("◀", key=f"{key}_prev", help="Previous page", disabled=current <= 1, on_click=_step,
+                  args=(page_key, -1, pages), width="stretch")
+        c2.button("▶", key=f"{key}_next", help="Next page", disabled=current >= pages, on_click=_step,
+                  args=(page_key, 1, pages), width="stretch")
         c3.number_input("Page", 1, pages, key=page_key, label_visibility="collapsed")
         start = (current - 1) * page_size
         c4.caption(f"{noun.capitalize()} {start + 1:,}–{min(start + page_size, n):,} of {n:,} "
@@ -128,3 +131,12 @@ def image_grid(ws, items, *, width: int = 96, link: bool = True) -> None:
         images.append(img)
         captions.append(head + (f"  \n{caption}" if caption else ""))
     st.image(images, caption=captions, width=width)
+
+
+def change(delta: float, fmt: str, *, lower_is_better: bool = False) -> dict:
+    """``st.metric`` keyword arguments for a change: green when better, red when worse, grey and
+    without an arrow when it rounds to zero at ``fmt`` (e.g. ``"+.2%"``, ``"+.4f"``)."""
+    text = format(float(delta), fmt)
+    if float(text.rstrip("%")) == 0.0:
+        return {"delta": text, "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}

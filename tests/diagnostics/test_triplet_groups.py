@@ -28,7 +28,8 @@ def test_pair_explained_is_the_share_of_the_positive_error_kept_by_cd():
     # cd = 0.30 - 0.06 keeps exactly 80 % of 0.30: explained; 0.07 keeps less
     got = pair_explained([0.30, 0.30, 0.30, 0.0], [0.06, 0.07, 0.0, 0.0], share=0.8)
     assert got.tolist() == [True, False, True, False]   # cd 0 (error_pos 0) is never explained
-    assert pair_explained([0.30], [0.07], share=0.5).tolist() == [True]
+    # the default 0.5: the negative is confused with the anchor at most half as often
+    assert pair_explained([0.30, 0.30], [0.15, 0.16]).tolist() == [True, False]
     with pytest.raises(ValueError, match=r"share must lie in \(0, 1\]"):
         pair_explained([0.3], [0.0], share=0.0)
 
@@ -46,8 +47,10 @@ def test_pair_negatives_are_the_classes_rarely_confused_with_the_anchor():
     assert pair_negatives(E1, 0, 1).tolist() == [2, 3]
     # anchor cat (column 0 = [0, 0.30, 0.02, 0]): ship (0) before bird (0.02)
     assert pair_negatives(E1, 1, 0).tolist() == [3, 2]
-    # anchor ship in E2: cat is confused with ship at 0.10 > 0.2 * 0.20, so only dog is a negative of bird
-    assert pair_negatives(E2, 2, 3).tolist() == [1]
+    # anchor ship in E2: cat is confused with ship at 0.10 > 0.2 * 0.20, so only dog is a negative of bird;
+    # at the default share 0.5 the limit is 0.10 and cat counts too (after dog: a higher error)
+    assert pair_negatives(E2, 2, 3, share=0.8).tolist() == [1]
+    assert pair_negatives(E2, 2, 3).tolist() == [1, 0]
     assert pair_negatives(E1, 2, 0, share=0.8).tolist() == [3]   # error(bird, cat) = 0.02, limit 0.004: ship (0)
 
 
@@ -71,15 +74,15 @@ def test_every_triplet_of_a_confused_pair_lands_in_one_group():
 
 def test_a_genuine_bias_stays_a_triplet_of_its_own():
     ranked = rank_biased_triplets(E2, NAMES)
-    grouped = group_triplets(ranked, E2, NAMES)
+    grouped = group_triplets(ranked, E2, NAMES, share=0.8)
     genuine = grouped[grouped.kind == TRIPLET]
     # (dog, ship, cat): 0.30 vs 0.10 keeps 67 %; (bird, cat, ship): 0.20 vs 0.10 keeps 50 %
     assert genuine.group.tolist() == ["dog / ship | cat", "bird / cat | ship"]
     row = genuine.iloc[1]
     assert (row.positive_id, row.negative_id, row.anchor_id) == (2, 0, 3)
     assert row.cd == pytest.approx(0.10) and row.error_neg == pytest.approx(0.10) and row.negatives == 1
-    # with share 0.5 both count as explained by their pair (0.10 <= 0.5 * 0.20)
-    loose = group_triplets(ranked, E2, NAMES, share=0.5)
+    # with the default share 0.5 both count as explained by their pair (0.10 <= 0.5 * 0.20)
+    loose = group_triplets(ranked, E2, NAMES)
     assert TRIPLET not in set(loose.kind)
     # without grouping every biased triplet is its own row; (bird, ship, dog) and (cat, dog, bird) have cd 0
     assert len(group_triplets(ranked, E2, NAMES, share=None)) == len(ranked) - 2 == int((ranked.cd > 0).sum())
@@ -113,6 +116,11 @@ def test_rank_triplet_groups_ranks_deeper_until_enough_groups():
     tops.clear()
     grouped, _ = rank_triplet_groups(e, None, rank=rank, groups=2, first=4, exclude=[(1, 0)])
     assert grouped.group.tolist() == ["2 / 3", "4 / 5"]
+    # only the biases no single pair explains: none here, every triplet is one pair's
+    grouped, _ = rank_triplet_groups(e, None, rank=rank, groups=2, kinds=["triplet"])
+    assert grouped.empty
+    with pytest.raises(ValueError, match="kinds must be among"):
+        rank_triplet_groups(e, None, rank=rank, kinds=["pairs"])
     # the anchor filter is passed on
     grouped, kept = rank_triplet_groups(e, None, rank=rank, groups=5, anchors=[5])
     assert set(kept.anchor_id) == {5} and grouped.group.tolist()[0] == "4 / 5"
@@ -129,3 +137,18 @@ def test_planted_demo_triplet_is_in_the_planted_pair_group(demo_ws, demo_eval):
     planted = list(demo_ws.planted["biased_triplet"])
     members = [kept.loc[r, ["positive", "negative", "anchor"]].tolist() for r in top.rows]
     assert planted in members
+
+
+def test_only_the_triplets_no_pair_explains():
+    # E2 at share 0.8: two genuine triplets among the pair groups
+    tops = []
+
+    def rank(errors, names, *, top, anchors):
+        tops.append(top)
+        return rank_biased_triplets(errors, names, top=top, anchors=anchors)
+
+    grouped, kept = rank_triplet_groups(E2, NAMES, rank=rank, groups=5, share=0.8, kinds=[TRIPLET], first=2)
+    assert grouped.group.tolist() == ["dog / ship | cat", "bird / cat | ship"]
+    assert tops == [2, 8, 12]   # deeper until every triplet (12) is ranked: no third genuine one exists
+    rows = [kept.loc[r, ["positive", "negative", "anchor"]].tolist() for r in grouped.rows.sum()]
+    assert rows == [["dog", "ship", "cat"], ["bird", "cat", "ship"]]

@@ -134,6 +134,24 @@ def test_triplets_page_groups_the_planted_pair_and_targets_it(demo_ws, demo_eval
     assert at.dataframe[0].value["group"].iloc[0] == "disk / oval"
 
 
+def test_triplets_page_shows_only_the_biases_no_pair_explains(demo_eval):
+    at = page("triplets")
+    share = at.slider(key="tri_share").value
+    at.radio(key="tri_kinds").set_value("triplet").run()
+    table = at.dataframe[0].value
+    assert len(table) > 0 and (table["kind"] == "triplet").all()
+    # B is confused with C at more than (1 - share) of A's error, and the rows are ranked by cd
+    assert (table["error(B, C)"] > (1 - share) * table["error(A, C)"]).all()
+    assert table["cd"].is_monotonic_decreasing
+    at.slider(key="tri_share").set_value(0.2).run()   # nearly everything is one pair's now
+    assert not at.exception
+    if at.dataframe:
+        left = at.dataframe[0].value
+        assert (left["error(B, C)"] > 0.8 * left["error(A, C)"]).all()
+    else:
+        assert "all kinds shows some" in at.info[0].value
+
+
 def test_triplets_page_ungrouped_anchor_filter_and_bias_target(demo_ws, demo_eval):
     at = page("triplets")
     planted = list(demo_ws.planted["biased_triplet"])
