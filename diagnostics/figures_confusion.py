@@ -41,8 +41,8 @@ def confusion_heatmap(rates: np.ndarray, class_names: Sequence[str], *, counts: 
              + ("<br>count %{customdata[1]:d}" if counts is not None else "") + "<extra></extra>")
     fig = go.Figure(go.Heatmap(z=z, x=names, y=names, customdata=custom, hovertemplate=hover,
                                colorscale="Blues", colorbar={"title": show}))
-    if len(names) <= 20:  # numbers in the cells only while they stay readable
-        text = np.vectorize(lambda v: f"{v:.2f}" if show == "rates" else f"{int(v)}")(z)
+    if len(names) <= 20:  # numbers in the cells only while they stay readable; zeros left blank
+        text = np.vectorize(lambda v: "" if v == 0 else (f"{v:.2f}" if show == "rates" else f"{int(v)}"))(z)
         fig.data[0].update(text=text, texttemplate="%{text}", textfont={"size": 10})
     fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="label", height=_size(len(names)),
                       yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})

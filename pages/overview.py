@@ -96,6 +96,7 @@ if active:
                "class shown.")
 rows = rows[pager(len(rows), key="ov_thumbs", page_size=PAGE_SIZE, reset_on=(per_class, len(found)))]
 names = ws.class_names
-captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}" if not ws.multi_label
+captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}"
+            + ("" if out.labels[r] == out.preds[r] else " ❌") if not ws.multi_label
             else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
 image_grid(ws, [("eval", int(i), c) for i, c in zip(out.indices[rows], captions)])

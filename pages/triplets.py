@@ -32,7 +32,7 @@ t = w.tables(ws, out)
 names = list(out.class_names)
 
 g1, g2, g3, g4 = st.columns([2, 3, 3, 2])
-grouping = g1.toggle("Group by confused pair", value=True, key="tri_group",
+grouping = g1.toggle("Group by pair", value=True, key="tri_group",
                      help="A triplet (A, X, C) whose cd is explained by the confusion of A and C alone is shown "
                           "in one group with every other such X")
 share = g2.slider("Explained when cd keeps at least", 0.2, 1.0, SHARE, 0.05, key="tri_share", disabled=not grouping,

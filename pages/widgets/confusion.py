@@ -129,9 +129,9 @@ def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, page_size: int, k
     positions = positions[np.argsort(-out.probs[positions, b], kind="stable")]
     shown = positions[pager(len(positions), key=key, page_size=page_size, reset_on=(a, b, len(positions)))]
     names = out.class_names
-    image_grid(ws, [(out.split, int(out.indices[p]), f"p({names[b]})={out.probs[p, b]:.2f} "
-                                                      f"p({names[a]})={out.probs[p, a]:.2f}") for p in shown],
-               width=width)
+    st.caption(f"Under each image: p({names[b]}) / p({names[a]}), most confident first.")
+    image_grid(ws, [(out.split, int(out.indices[p]), f"{out.probs[p, b]:.2f} / {out.probs[p, a]:.2f}")
+                    for p in shown], width=width)
 
 
 def pair_galleries(ws, out, a: int, b: int, *, key: str) -> None:
@@ -243,7 +243,7 @@ def triplet_detail(ws, out, group, triplets, *, share: float, key: str) -> None:
             back = pair_mistakes(out.labels, out.preds, c, x, task=out.task)
             st.markdown(f"**{names[x]} → {names[c]}**: {len(found):,} mistakes "
                         f"({names[c]} → {names[x]}: {len(back):,})")
-            gallery(ws, out, found, x, c, page_size=per_page, key=f"{key}_gallery_{x}_{c}", width=84)
+            gallery(ws, out, found, x, c, page_size=per_page, key=f"{key}_gallery_{x}_{c}")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -1,11 +1,12 @@
 """AppTest tests of the Confusion, Bias triplets and What-if (w-os) pages."""
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
-from tests.pages.helpers import image_count, seeded, thumbnails, ws_state
+from tests.pages.helpers import caption_ref, caption_text, image_count, seeded, thumbnails, ws_state
 from diagnostics.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
@@ -46,8 +47,13 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     assert image_count(at) == 2 * 16          # 16 thumbnails per direction by default
     at.slider(key="conf_gallery_n").set_value(4).run()
     assert image_count(at) == 2 * 4
-    first = thumbnails(at)[0]   # "[eval:12](sample?...)  \np(oval)=0.91 p(disk)=0.05", linked to the sample view
-    assert first.startswith("[eval:") and "](sample?" in first and "split=eval" in first and "p(oval)=" in first
+    # "[eval:12](sample?...)  \n0.91 / 0.05": the image linked to the sample view, p(oval) / p(disk)
+    first = thumbnails(at)[0]
+    assert first.startswith("[eval:") and "](sample?" in first and "split=eval" in first
+    index = int(caption_ref(first).split(":")[1])
+    row = int(np.flatnonzero(demo_eval.indices == index)[0])
+    assert caption_text(first) == f"{demo_eval.probs[row, oval]:.2f} / {demo_eval.probs[row, disk]:.2f}"
+    assert "Under each image: p(oval) / p(disk), most confident first." in [c.value for c in at.caption]
     at.button(key="conf_use_target").click().run()
     assert ws_state(at)[ui.TARGET] == {"kind": "confusion", "targets": [["disk", "oval"]]}
     assert ws_state(at)[ui.TARGET_SOURCE] == "confusion page"
@@ -76,8 +82,9 @@ def test_confusion_gallery_pages_and_search(demo_eval):
     texts = [m.value for m in at.markdown]
     assert any(t.startswith("**disk → oval**") and t.endswith("; 0 match the search") for t in texts), texts
     assert any(t.startswith("**oval → disk**") and t.endswith(f"; {n:,} match the search") for t in texts), texts
-    shown = thumbnails(at)
-    assert all("p(disk)" in c for c in shown) and len(shown) == 8
+    shown = [int(caption_ref(c).split(":")[1]) for c in thumbnails(at)]
+    rows = [int(np.flatnonzero(demo_eval.indices == i)[0]) for i in shown]
+    assert len(shown) == 8 and all(demo_eval.labels[r] == oval and demo_eval.preds[r] == disk for r in rows)
 
 
 def test_two_versions_side_by_side_with_accuracy_and_target_error(tiny_workspace):
