@@ -37,7 +37,7 @@ def figure_pair_heatmap(matrix: np.ndarray, class_names, *, classes=None) -> go.
         matrix: (K, K) int counts (:func:`diagnostics.weakspots.weakspot_matrix`).
         classes: the class indices to draw (default all). Past :data:`ANNOTATED_LIMIT` of them
             the figure is :func:`diagnostics.figures_confusion.matrix_overview` (no cell text);
-            counts are written in the cells up to 40 classes.
+            counts are written in the cells up to 25 classes.
     """
     names = list(class_names)
     idx = list(range(len(names))) if classes is None else [int(c) for c in classes]
@@ -48,7 +48,7 @@ def figure_pair_heatmap(matrix: np.ndarray, class_names, *, classes=None) -> go.
                                x_title="predicted B", y_title="labelled A")
     heat = go.Heatmap(z=sub, x=shown, y=shown, colorscale="Reds", zmin=0,
                       hovertemplate="labelled %{y}, predicted %{x}: %{z} weakspots<extra></extra>")
-    if len(idx) <= 40:
+    if len(idx) <= 25:  # past that the numbers are too small to read and only cost the browser
         heat.update(text=np.where(sub > 0, sub.astype(str), ""), texttemplate="%{text}")
     fig = go.Figure(heat)
     fig.update_layout(xaxis_title="predicted B", yaxis_title="labelled A", yaxis_autorange="reversed",

@@ -40,7 +40,7 @@ if top_pair is not None:
 st.subheader("Confusion matrix")
 if ws.multi_label:
     st.caption("Multi-label: cell (A, B) = P(A and B predicted | A present, B absent).")
-shown = w.class_view(ws, t["pairs"], names, key="conf")
+shown = w.class_view(t["pairs"], names, key="conf")
 if not shown:
     ui.empty_chart("No class picked: raise “Top-confused classes” or add classes by name.")
 else:

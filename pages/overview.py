@@ -87,16 +87,23 @@ if st.button("Build the findings report", key="ov_report", icon=":material/summa
             col.download_button(f"Download {kind.upper()}", Path(written[kind]).read_bytes(), mime=mime,
                                 file_name=Path(written[kind]).name, key=f"ov_report_{kind}", on_click="ignore")
 
+
+@st.fragment
+def eval_images() -> None:
+    """The searchable, paged thumbnails (a fragment: paging reruns only this part)."""
+    found, active = G.gallery_search(ws, out, key="ov_search")
+    per_class = st.slider("Images per class", 1, 8, 4, key="thumbs_per_class")
+    rows = G.per_class_rows(out, found, per_class)
+    if active:
+        st.caption(f"{len(found):,} eval image{'s' if len(found) != 1 else ''} match; up to {per_class} per label "
+                   "class shown.")
+    rows = rows[pager(len(rows), key="ov_thumbs", page_size=PAGE_SIZE, reset_on=(per_class, len(found)))]
+    names = ws.class_names
+    captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}"
+                + ("" if out.labels[r] == out.preds[r] else " ❌") if not ws.multi_label
+                else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
+    image_grid(ws, [("eval", int(i), c) for i, c in zip(out.indices[rows], captions)])
+
+
 st.subheader("Eval images")
-found, active = G.gallery_search(ws, out, key="ov_search")
-per_class = st.slider("Images per class", 1, 8, 4, key="thumbs_per_class")
-rows = G.per_class_rows(out, found, per_class)
-if active:
-    st.caption(f"{len(found):,} eval image{'s' if len(found) != 1 else ''} match; up to {per_class} per label "
-               "class shown.")
-rows = rows[pager(len(rows), key="ov_thumbs", page_size=PAGE_SIZE, reset_on=(per_class, len(found)))]
-names = ws.class_names
-captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}"
-            + ("" if out.labels[r] == out.preds[r] else " ❌") if not ws.multi_label
-            else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
-image_grid(ws, [("eval", int(i), c) for i, c in zip(out.indices[rows], captions)])
+eval_images()

@@ -88,14 +88,7 @@ with right:
         w.target_picker(ws, pairs)
 
 st.subheader("Pivotal images and their nearest neighbours")
-g0, g1, g2 = st.columns([2, 1, 1])
-shown = w.pair_filter(g0, pivotal, pairs)
-show = g1.number_input("Pivotal images per page", 1, 50, 6, key="ws_show")
-n_nb = g2.number_input("Neighbours shown", 1, 12, 6, key="ws_neighbours")
-shown = w.search(ws, version, shown)
-st.caption("First column: the pivotal image (label → prediction). Then its nearest neighbours "
-           "as label / prediction, ❌ where the model is wrong, with their L2 distance.")
-w.gallery(ws, rep, table, shown, k=k, radius=radius, show=int(show), neighbours=int(n_nb))
+w.pivotal_gallery(ws, version, rep, table, pivotal, pairs, k=k, radius=radius)
 
 with st.expander("Notes on pivotal images"):
     w.notes(ws, version, pivotal)

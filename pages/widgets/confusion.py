@@ -11,7 +11,7 @@ from diagnostics.confusion import (
     rank_biased_triplets, rank_confused_pairs,
 )
 from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap
-from diagnostics.triplet_groups import PAIR, TRIPLET, rank_triplet_groups
+from diagnostics.triplet_groups import PAIR, TRIPLET, pair_negatives, rank_triplet_groups, target_pairs
 from pages import ui
 from pages.widgets import galleries
 from pages.widgets.controls import change, counted_select, image_grid, pager
@@ -84,7 +84,7 @@ def heatmap_classes(pairs, k: int, *, limit: int = HEATMAP_LIMIT, extra=()) -> l
     return sorted(set(shown[:limit]) | {int(c) for c in extra})
 
 
-def class_view(ws, pairs, names, *, key: str) -> list[int]:
+def class_view(pairs, names, *, key: str) -> list[int]:
     """The classes of the detailed heat map: all up to :data:`HEATMAP_LIMIT`, else the classes of
     the most confused pairs (how many: a slider) plus classes searched by name."""
     k = len(names)
@@ -134,8 +134,10 @@ def gallery(ws, out, positions: np.ndarray, a: int, b: int, *, page_size: int, k
                     for p in shown], width=width)
 
 
+@st.fragment
 def pair_galleries(ws, out, a: int, b: int, *, key: str) -> None:
-    """The a -> b and b -> a mistakes of one pair, with the gallery search and a page size."""
+    """The a -> b and b -> a mistakes of one pair, with the gallery search and a page size. A
+    fragment: paging and searching rerun only the galleries."""
     names = out.class_names
     found, active = galleries.gallery_search(ws, out, key=f"{key}_search")
     per_page = int(st.slider("Images per page", 4, 64, 16, step=4, key=f"{key}_gallery_n"))
@@ -191,8 +193,6 @@ def compare_versions(ws, out, version: str, split: str, shown: list[int]) -> Non
 def excluded_pairs(ws, pairs, names, *, key: str) -> list[tuple[int, int]]:
     """The pairs whose triplets the Bias triplets page leaves out: the repair target's (a
     checkbox) and any of the most confused pairs the user picks."""
-    from diagnostics.triplet_groups import target_pairs
-
     skip: list[tuple[int, int]] = []
     c1, c2 = st.columns([1, 2])
     target = ui.get_target(ws)
@@ -213,8 +213,6 @@ def excluded_pairs(ws, pairs, names, *, key: str) -> list[tuple[int, int]]:
 def triplet_detail(ws, out, group, triplets, *, share: float, key: str) -> None:
     """One group: what it means, its member triplets, the repair targets it offers, and the A -> C
     mistakes next to the B -> C mistakes of the chosen triplet."""
-    from diagnostics.triplet_groups import pair_negatives
-
     names = out.class_names
     rows = list(group.rows)
     if group.kind == PAIR:

@@ -79,6 +79,22 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
         image_grid(ws, items, width=width)
 
 
+@st.fragment
+def pivotal_gallery(ws, version: str, rep: RepresentativeSet, table, pivotal: pd.DataFrame, pairs: pd.DataFrame, *,
+                    k: int, radius: float) -> None:
+    """The pivotal gallery with its pair filter, page size, search and pager. A fragment: paging
+    and filtering rerun only this part of the page."""
+    g0, g1, g2 = st.columns([2, 1, 1])
+    shown = pair_filter(g0, pivotal, pairs)
+    show = g1.number_input("Pivotal images per page", 1, 50, 6, key="ws_show")
+    n_nb = g2.number_input("Neighbours shown", 1, 12, 6, key="ws_neighbours")
+    shown = search(ws, version, shown)
+    st.caption("Each row: the pivotal image (label → prediction), then its nearest neighbours as label / "
+               "prediction, ❌ where the model is wrong, with their L2 distance. A reference opens the image in the "
+               "sample view.")
+    gallery(ws, rep, table, shown, k=k, radius=radius, show=int(show), neighbours=int(n_nb))
+
+
 def _pair_label(r) -> str:
     return f"{r.a} ↔ {r.b} ({r.count} weakspot{'s' if r.count != 1 else ''})"
 
