@@ -7,11 +7,15 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from diagnostics.confusion import per_class_metrics
 from diagnostics.report import NOT_COMPUTED
 from diagnostics.run_report import report_path, write_report
 from pages import ui
 from pages.widgets import galleries as G
+from pages.widgets.controls import image_grid, pager
 from workspace.errors import WorkspaceError
+
+PAGE_SIZE = 64  # thumbnails per page: 8 rows of 8
 
 ws = ui.workspace()
 version = ui.current_version(ws)
@@ -26,8 +30,8 @@ for warning in ws.warnings():
 out = ui.outputs(ws, "eval", version)
 cols = st.columns(4)
 cols[0].metric("Eval accuracy", f"{out.accuracy:.2%}")
-cols[1].metric("Train images", len(ws.split("train")))
-cols[2].metric("Eval images", len(ws.split("eval")))
+cols[1].metric("Train images", f"{len(ws.split('train')):,}")
+cols[2].metric("Eval images", f"{len(ws.split('eval')):,}")
 cols[3].metric("Model versions", len(ws.versions()))
 
 missing = {k: v for k, v in ws.capabilities(version).items() if v}
@@ -42,8 +46,19 @@ counts = pd.DataFrame({
         else ws.split(s).labels.sum(0) for s in ("train", "eval")
     ]),
 })
-st.plotly_chart(px.bar(counts, x="class", y="images", color="split", barmode="group",
-                       title="Images per class"), key="class_counts")
+if ws.num_classes <= 60:
+    fig = px.bar(counts, x="class", y="images", color="split", barmode="group", title="Images per class")
+else:  # a bar per class is unreadable: the classes sorted by size, named on hover
+    counts = counts.sort_values(["split", "images"], ascending=[True, False])
+    counts["rank"] = counts.groupby("split").cumcount() + 1
+    fig = px.line(counts, x="rank", y="images", color="split", hover_data=["class"],
+                  title=f"Images per class, {ws.num_classes:,} classes sorted by size")
+st.plotly_chart(fig, key="class_counts")
+
+with st.expander("Per-class precision, recall and F1 (eval)"):
+    st.dataframe(per_class_metrics(out.labels, out.preds, ws.class_names, task=out.task), hide_index=True,
+                 key="ov_per_class", column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                    for c in ("precision", "recall", "f1")})
 
 st.subheader("Model versions")
 st.dataframe(pd.DataFrame(ws.versions())[["id", "parent", "method", "rho", "targets", "seed", "epochs", "path"]],
@@ -72,14 +87,23 @@ if st.button("Build the findings report", key="ov_report", icon=":material/summa
             col.download_button(f"Download {kind.upper()}", Path(written[kind]).read_bytes(), mime=mime,
                                 file_name=Path(written[kind]).name, key=f"ov_report_{kind}", on_click="ignore")
 
+
+@st.fragment
+def eval_images() -> None:
+    """The searchable, paged thumbnails (a fragment: paging reruns only this part)."""
+    found, active = G.gallery_search(ws, out, key="ov_search")
+    per_class = st.slider("Images per class", 1, 8, 4, key="thumbs_per_class")
+    rows = G.per_class_rows(out, found, per_class)
+    if active:
+        st.caption(f"{len(found):,} eval image{'s' if len(found) != 1 else ''} match; up to {per_class} per label "
+                   "class shown.")
+    rows = rows[pager(len(rows), key="ov_thumbs", page_size=PAGE_SIZE, reset_on=(per_class, len(found)))]
+    names = ws.class_names
+    captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}"
+                + ("" if out.labels[r] == out.preds[r] else " ❌") if not ws.multi_label
+                else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
+    image_grid(ws, [("eval", int(i), c) for i, c in zip(out.indices[rows], captions)])
+
+
 st.subheader("Eval images")
-found, active = G.gallery_search(ws, out, key="ov_search")
-per_class = st.slider("Images per class", 1, 8, 4, key="thumbs_per_class")
-rows = G.per_class_rows(out, found, per_class)
-if active:
-    st.caption(f"{len(found):,} eval image{'s' if len(found) != 1 else ''} match; up to {per_class} per label "
-               "class shown.")
-names = ws.class_names
-captions = [f"{names[int(out.labels[r])]} → {names[int(out.preds[r])]}" if not ws.multi_label
-            else ", ".join(names[k] for k in np.flatnonzero(out.labels[r] > 0.5)) for r in rows]
-ui.thumbnails(ws, "eval", out.indices[rows], captions, columns=8)
+eval_images()

@@ -23,9 +23,12 @@ scope = st.radio("Scope", SCOPES, horizontal=True, key="repair_scope", format_fu
 st.caption(f"**{scope}**: {SCOPE_HELP[scope]}.")
 table = pd.DataFrame(method_table(ws.model(parent), ws, scope=scope))
 with st.expander("Methods: stage, parameter, scopes and applicability", expanded=False):
-    st.dataframe(table[["method", "stage", "kind", "parameter", "scopes", "not at", "available", "reason",
-                        "description"]], hide_index=True, key="repair_methods_table",
-                 column_config={"description": st.column_config.TextColumn(width="large")})
+    st.dataframe(table[["method", "stage", "kind", "parameter", "scopes", "available"]], hide_index=True,
+                 key="repair_methods_table")
+    st.markdown("\n".join(f"- **{r['method']}** ({r['stage']} stage, {r['kind']}): {r['description']}"
+                           + (f" Not at {r['not at']}." if r["not at"] else "")
+                           + ("" if r["available"] else f" **Not available here:** {r['reason']}")
+                           for r in table.to_dict("records")))
 choices = table[table["kind"] != "baseline"]["method"].tolist()
 method = st.radio("Method", choices, horizontal=True, key="repair_method",
                   format_func=lambda m: m if table.set_index("method").loc[m, "available"] else f"{m} (n/a)")

@@ -10,6 +10,7 @@ from diagnostics.weakspots import (
 )
 from pages import ui
 from pages.widgets import weakspots as w
+from pages.widgets.confusion import heatmap_classes
 
 ws = ui.workspace()
 version = ui.current_version(ws)
@@ -67,8 +68,18 @@ st.plotly_chart(figs.figure_counts_by_radius(counts, radius=radius, suggested=su
 
 st.subheader("Weakspots per class pair")
 left, right = st.columns([3, 2])
-left.plotly_chart(figs.figure_pair_heatmap(weakspot_matrix(pivotal, len(rep.class_names)), rep.class_names),
-                  key="ws_pair_heatmap")
+with left:
+    names = rep.class_names
+    if pairs.empty:
+        ui.empty_chart("No weakspots at these settings: a larger radius d or a lower purity finds some.")
+    else:
+        matrix = weakspot_matrix(pivotal, len(names))
+        shown = heatmap_classes(pairs, len(names))
+        if len(shown) < len(names):
+            st.caption(f"{len(names):,} classes: the {len(shown)} classes of the pairs with the most weakspots.")
+        st.plotly_chart(figs.figure_pair_heatmap(matrix, names, classes=shown), key="ws_pair_heatmap")
+        if len(names) > figs.ANNOTATED_LIMIT and st.toggle(f"All {len(names):,} classes", key="ws_pair_overview"):
+            st.plotly_chart(figs.figure_pair_heatmap(matrix, names), key="ws_pair_overview_chart")
 with right:
     if pairs.empty:
         st.caption("No weakspots at these settings.")
@@ -77,13 +88,7 @@ with right:
         w.target_picker(ws, pairs)
 
 st.subheader("Pivotal images and their nearest neighbours")
-g0, g1, g2 = st.columns([2, 1, 1])
-shown = w.pair_filter(g0, pivotal, pairs)
-show = g1.number_input("Pivotal images shown", 1, 50, 6, key="ws_show")
-n_nb = g2.number_input("Neighbours shown", 1, 12, 6, key="ws_neighbours")
-st.caption("First column: the pivotal image (label → prediction). Then its nearest neighbours "
-           "as label / prediction, ❌ where the model is wrong, with their L2 distance.")
-w.gallery(ws, rep, table, shown, k=k, radius=radius, show=int(show), neighbours=int(n_nb))
+w.pivotal_gallery(ws, version, rep, table, pivotal, pairs, k=k, radius=radius)
 
 with st.expander("Notes on pivotal images"):
     w.notes(ws, version, pivotal)

@@ -6,10 +6,13 @@ import numpy as np
 import streamlit as st
 
 from diagnostics.compare import compare_outputs
-from diagnostics.figures_confusion import comparison_heatmap, confusion_heatmap, wos_curve_figure
+from diagnostics.figures_confusion import (
+    BETTER_WORSE, comparison_heatmap, confusion_heatmap, matrix_overview, wos_curve_figure,
+)
 from diagnostics.wos import suggest_rho
 from pages import ui
 from pages.widgets import confusion as w
+from pages.widgets.controls import change
 from workspace.targets import Target
 
 ws = ui.workspace()
@@ -56,9 +59,9 @@ base = what_if.base
 acc, acc0 = (result.map, base.map) if out.multi_label else (result.accuracy, base.accuracy)
 
 m1, m2, m3 = st.columns(3)
-m1.metric(metric_name, f"{acc:.2%}", f"{acc - acc0:+.2%}")
+m1.metric(metric_name, f"{acc:.2%}", **change(acc - acc0, "+.2%"))
 m2.metric(f"Target error ({error_name})", f"{result.target_error:.4f}",
-          f"{result.target_error - base.target_error:+.4f}", delta_color="inverse")
+          **change(result.target_error - base.target_error, "+.4f", lower_is_better=True))
 m3.metric("Changed predictions", f"{len(result.changed):,}")
 m3.markdown(f":green[{result.fixed:,} fixed] · :red[{result.broken:,} broken]")
 
@@ -92,5 +95,9 @@ with tab_diff:
     cmp = compare_outputs(out, dataclasses.replace(out, preds=result.preds))
     st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
                     key="wos_diff_heatmap")
+    if len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
+        st.plotly_chart(matrix_overview(cmp.improvement, names, diverging=True, colorscale=BETTER_WORSE,
+                                        value_name="better ↑<br>worse ↓", title="after − before (green = better)"),
+                        key="wos_overview_chart")
 with tab_changes:
     st.dataframe(what_if.changes(result, names), key="wos_changes", hide_index=True)

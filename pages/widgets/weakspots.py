@@ -11,6 +11,8 @@ import streamlit as st
 from diagnostics import run_weakspots
 from diagnostics.weakspots import RepresentativeSet, project_pca
 from pages import ui
+from pages.widgets import galleries
+from pages.widgets.controls import counted_select, image_grid, pager
 from workspace.targets import Target
 from workspace.errors import WorkspaceError
 
@@ -52,26 +54,19 @@ def init_state(key: str, default: float, low: float, high: float) -> None:
         st.session_state[key] = clamped
 
 
-def _image(ws, split: str, index: int, caption: str, width: int) -> None:
-    try:
-        st.image(np.asarray(ws.split(split).load(int(index))), width=width, caption=caption)
-    except Exception as exc:  # noqa: BLE001 - show the broken image, do not die
-        st.caption(f"{split}:{index}: cannot load ({type(exc).__name__})")
-
-
 def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int, radius: float,
-            show: int, neighbours: int, width: int = 84) -> None:
-    """Each pivotal image (first column) with its nearest neighbours: label / pred, distance."""
+            show: int, neighbours: int, width: int = 84, key: str = "ws_gallery") -> None:
+    """Each pivotal image (first column) with its nearest neighbours: label / pred, distance;
+    ``show`` pivotal images per page, with previous / next buttons."""
     if pivotal.empty:
         st.caption("No pivotal images at these settings.")
         return
     names = rep.class_names
     where = {int(q): i for i, q in enumerate(table.queries)}
-    for r in pivotal.head(show).itertuples():
-        cols = st.columns(neighbours + 1)
-        with cols[0]:
-            _image(ws, r.split, r.index, f"PIVOTAL {r.split}:{r.index}\n{r.label_name} → {r.pred_name} "
-                   f"({r.purity:.0%} pure)", width)
+    page = pivotal.iloc[pager(len(pivotal), key=key, page_size=show, noun="pivotal images",
+                              reset_on=(len(pivotal), tuple(pivotal["row"].head(3))))]
+    for r in page.itertuples():
+        items = [(r.split, int(r.index), f"**PIVOTAL** {r.label_name} → {r.pred_name} ({r.purity:.0%} pure)")]
         q = where[int(r.row)]
         for j in range(min(neighbours, k)):
             nb, dist = int(table.neighbours[q, j]), float(table.distances[q, j])
@@ -79,33 +74,77 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
                 break
             wrong = "❌ " if rep.labels[nb] != rep.preds[nb] else ""
             far = "" if dist <= radius else " (beyond d)"
-            with cols[j + 1]:
-                _image(ws, rep.splits[nb], rep.indices[nb], f"{wrong}{names[rep.labels[nb]]} / "
-                       f"{names[rep.preds[nb]]}\nd={dist:.3g}{far}", width)
+            items.append((rep.splits[nb], int(rep.indices[nb]),
+                          f"{wrong}{names[rep.labels[nb]]} / {names[rep.preds[nb]]}  \nd={dist:.3g}{far}"))
+        image_grid(ws, items, width=width)
+
+
+@st.fragment
+def pivotal_gallery(ws, version: str, rep: RepresentativeSet, table, pivotal: pd.DataFrame, pairs: pd.DataFrame, *,
+                    k: int, radius: float) -> None:
+    """The pivotal gallery with its pair filter, page size, search and pager. A fragment: paging
+    and filtering rerun only this part of the page."""
+    g0, g1, g2 = st.columns([2, 1, 1])
+    shown = pair_filter(g0, pivotal, pairs)
+    show = g1.number_input("Pivotal images per page", 1, 50, 6, key="ws_show")
+    n_nb = g2.number_input("Neighbours shown", 1, 12, 6, key="ws_neighbours")
+    shown = search(ws, version, shown)
+    st.caption("Each row: the pivotal image (label → prediction), then its nearest neighbours as label / "
+               "prediction, ❌ where the model is wrong, with their L2 distance. A reference opens the image in the "
+               "sample view.")
+    gallery(ws, rep, table, shown, k=k, radius=radius, show=int(show), neighbours=int(n_nb))
+
+
+def _pair_label(r) -> str:
+    return f"{r.a} ↔ {r.b} ({r.count} weakspot{'s' if r.count != 1 else ''})"
 
 
 def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The pivotal images of one weak pair (either direction), or all of them."""
-    options = ["all pairs"] + [f"{r.a} ↔ {r.b} ({r.count})" for r in pairs.itertuples()]
-    pick = container.selectbox("Show pair", range(len(options)), format_func=options.__getitem__,
-                               key="ws_gallery_pair")
-    if not pick or pick > len(pairs):
+    """The pivotal images of one weak pair (either direction), or all of them; the labels'
+    counts follow the sliders."""
+    labels = {None: f"all pairs ({len(pivotal):,} pivotal images)"}
+    labels.update({(int(r.a_id), int(r.b_id)): _pair_label(r) for r in pairs.itertuples()})
+    pick = counted_select(container, "Show pair", list(labels), labels.__getitem__, key="ws_gallery_pair")
+    if pick is None:
         return pivotal
-    a, b = int(pairs.iloc[pick - 1]["a_id"]), int(pairs.iloc[pick - 1]["b_id"])
+    a, b = pick
     return pivotal[((pivotal["label"] == a) & (pivotal["pred"] == b)) | ((pivotal["label"] == b) & (pivotal["pred"] == a))]
 
 
+def search(ws, version: str, pivotal: pd.DataFrame) -> pd.DataFrame:
+    """The gallery search and class filters (:func:`pages.widgets.galleries.gallery_search`) over
+    the pivotal images, which come from both splits: the train split's matches are drawn by the
+    search itself, the eval split's are found with the same query and filters."""
+    from diagnostics.samples import filter_samples
+
+    key = "ws_search"
+    train, evals = ui.outputs(ws, "train", version), ui.outputs(ws, "eval", version)
+    rows, active = galleries.gallery_search(ws, train, key=key)
+    if not active:
+        return pivotal
+    names = list(train.class_names)
+    # gallery_search keeps its query and filters under these keys (see its source)
+    query = st.session_state.get(f"{key}_query", "")
+    label_ids = [names.index(n) for n in st.session_state.get(f"{key}_labels", [])]
+    pred_ids = [names.index(n) for n in st.session_state.get(f"{key}_preds", [])]
+    ids = ws.split("eval").ids
+    eval_rows = filter_samples(evals.indices, [ids[i] for i in evals.indices], evals.labels, evals.preds,
+                               query=query, label_classes=label_ids, pred_classes=pred_ids)
+    keep = {("train", int(i)) for i in train.indices[rows]} | {("eval", int(i)) for i in evals.indices[eval_rows]}
+    mask = [(s, int(i)) in keep for s, i in zip(pivotal["split"], pivotal["index"])]
+    found = pivotal[np.asarray(mask, dtype=bool)] if len(pivotal) else pivotal
+    st.caption(f"{len(found):,} of {len(pivotal):,} pivotal images match the search.")
+    return found
+
+
 def target_picker(ws, pairs: pd.DataFrame) -> None:
-    """Pick a weak pair and make it the repair target (asks before replacing another)."""
+    """Pick a weak pair and make it the repair target (asks before replacing another); the
+    labels' counts follow the sliders."""
     if pairs.empty:
         return
-    labels = [f"{r.a} ↔ {r.b} ({r.count} weakspots)" for r in pairs.itertuples()]
-    if st.session_state.get("ws_pair", 0) >= len(labels):
-        st.session_state["ws_pair"] = 0
-    pick = st.selectbox("Weak pair", range(len(labels)), format_func=labels.__getitem__, key="ws_pair")
-    row = pairs.iloc[int(pick)]
-    ui.offer_target(ws, Target(((int(row["a_id"]), int(row["b_id"])),), ws.class_names), key="ws_use_target",
-                    source="weakspots page")
+    labels = {(int(r.a_id), int(r.b_id)): _pair_label(r) for r in pairs.itertuples()}
+    a, b = counted_select(st, "Weak pair", list(labels), labels.__getitem__, key="ws_pair")
+    ui.offer_target(ws, Target(((a, b),), ws.class_names), key="ws_use_target", source="weakspots page")
     ui.target_links(ws)
 
 

@@ -50,3 +50,34 @@ def test_curve_marks_current_and_suggested():
     names = [tr.name for tr in fig.data]
     assert names == ["w-os", "rho 0.01", "suggested rho 0.1"]
     assert fig.data[1].x[0] == 0.0 and fig.data[2].y[0] == 0.79
+
+
+def test_matrix_overview_levels_are_square_root_scaled_bytes_without_the_diagonal():
+    from diagnostics.figures_confusion import matrix_overview
+
+    rates = np.array([[0.9, 0.1, 0.0], [0.4, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    heat = matrix_overview(rates, ["a", "b", "c"]).data[0]
+    z = np.asarray(heat.z)
+    assert z.dtype == np.uint8 and heat.text is None and heat.texttemplate is None
+    # off-diagonal max 0.4 -> 255; 0.1 = a quarter of it -> sqrt -> half of 255; the diagonal is blank
+    assert z.tolist() == [[0, 128, 0], [255, 0, 0], [0, 0, 0]]
+    assert list(heat.x) == ["a", "b", "c"] and heat.zmin == 0 and heat.zmax == 255
+    assert list(heat.colorbar.ticktext)[-1] == "0.4"
+
+
+def test_matrix_overview_diverging_and_block_reduced():
+    from diagnostics.figures_confusion import BETTER_WORSE, matrix_overview
+
+    better = np.array([[0.2, -0.1], [0.0, 0.05]])
+    z = np.asarray(matrix_overview(better, ["a", "b"], diverging=True, hide_diagonal=False,
+                                   colorscale=BETTER_WORSE).data[0].z)
+    # 0 -> the middle (127.5 -> 128); +0.2 (the bound) -> 255; -0.1 -> 127.5 * (1 - sqrt(0.5)) = 37.3
+    assert z.tolist() == [[255, 37], [128, 191]]
+    # 5 classes drawn on at most 2 cells a side: blocks of 3 keep their value of largest magnitude
+    m = np.zeros((5, 5))
+    m[0, 4], m[3, 1] = 0.5, -0.8
+    heat = matrix_overview(m, list("abcde"), diverging=True, max_side=2).data[0]
+    assert list(heat.x) == ["a–c", "d–e"]
+    assert np.asarray(heat.z).tolist() == [[128, 228], [0, 128]]   # 127.5 * (1 + sqrt(0.5 / 0.8)) = 228.3
+    with pytest.raises(ValueError, match="K = 3 names"):
+        matrix_overview(np.zeros((2, 2)), ["a", "b", "c"])

@@ -27,3 +27,37 @@ def test_embedding_map_highlights_pivotal_rows():
     assert [t.name for t in fig.data] == ["a", "b", "pivotal"]
     assert list(fig.data[2].x) == [2.0] and list(fig.data[2].text) == ["p2"]
     assert len(figure_embedding_map(xy, np.array([0, 0, 1, 1]), ["a", "b"], []).data) == 2
+
+
+def test_pair_heatmap_of_chosen_classes_and_an_overview_past_the_limit():
+    from diagnostics.figures_weakspots import ANNOTATED_LIMIT
+
+    m = np.zeros((5, 5), dtype=int)
+    m[3, 1] = 7
+    heat = figure_pair_heatmap(m, list("abcde"), classes=[1, 3]).data[0]
+    assert list(heat.x) == ["b", "d"] and np.asarray(heat.z).tolist() == [[0, 0], [7, 0]]
+    assert np.asarray(heat.text)[1, 0] == "7"
+    k = ANNOTATED_LIMIT + 1
+    big = np.zeros((k, k), dtype=int)
+    big[0, 1] = 3
+    heat = figure_pair_heatmap(big, [f"c{i}" for i in range(k)]).data[0]
+    assert np.asarray(heat.z).dtype == np.uint8 and heat.text is None and np.asarray(heat.z)[0, 1] == 255
+
+
+def test_embedding_map_colours_are_readable_on_white_and_many_classes_are_one_trace():
+    from plotly.colors import hex_to_rgb
+
+    from diagnostics.figures_weakspots import PALETTE
+
+    # no pale colour: every channel mix darker than light grey (relative luminance < 0.75)
+    def luminance(hex_colour):
+        r, g, b = (c / 255 for c in hex_to_rgb(hex_colour))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    assert max(luminance(c) for c in PALETTE) < 0.75
+    xy = np.zeros((60, 2), dtype=np.float32)
+    labels = np.arange(60) % 30
+    fig = figure_embedding_map(xy, labels, [f"c{i}" for i in range(30)], [5])
+    assert [t.name for t in fig.data] == ["samples", "pivotal"] and fig.data[0].showlegend is False
+    assert fig.data[0].marker.color[0] == PALETTE[0] and fig.data[0].marker.color[25] == PALETTE[1]
+    assert list(fig.data[0].text[:2]) == ["c0", "c1"]

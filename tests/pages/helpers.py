@@ -21,3 +21,34 @@ def seeded(spec: str, *, target: dict | None = None, source: str | None = None, 
     if rho is not None:
         state[ui.WOS_RHO] = rho
     return {ui.PER_WORKSPACE: {spec: state}}
+
+
+def thumbnails(at) -> list[str]:
+    """The caption of every image the page shows (a gallery may be one element of many images)."""
+    return [c for img in at.get("image") for c in img.captions]
+
+
+def image_count(at) -> int:
+    return sum(len(img.value) for img in at.get("image"))
+
+
+def caption_ref(caption: str) -> str:
+    """``split:index`` of a gallery caption (it starts with that reference, linked to the sample view)."""
+    return caption.split("]")[0].lstrip("[")
+
+
+def caption_text(caption: str) -> str:
+    """A gallery caption without its leading reference line."""
+    return caption.split("  \n", 1)[1] if "  \n" in caption else ""
+
+
+def caption_links(at) -> list[dict]:
+    """The sample-view link of every gallery caption, as its query parameters."""
+    from urllib.parse import parse_qs
+
+    found = []
+    for caption in thumbnails(at):
+        if "](sample?" in caption:
+            query = caption.split("](sample?", 1)[1].split(")", 1)[0]
+            found.append({k: v[0] for k, v in parse_qs(query).items()})
+    return found

@@ -1,11 +1,12 @@
 """AppTest tests of the Confusion, Bias triplets and What-if (w-os) pages."""
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from diagnostics.confusion import confusion_counts, rank_confused_pairs, type1conf_matrix
 from pages import ui
-from tests.pages.helpers import seeded, ws_state
+from tests.pages.helpers import caption_ref, caption_text, image_count, seeded, thumbnails, ws_state
 from diagnostics.wos import WosWhatIf, suggest_rho
 from tests.conftest import REPO
 
@@ -43,45 +44,135 @@ def test_confusion_page_pairs_gallery_and_target(demo_ws, demo_eval):
     assert any(t.startswith(f"**disk → oval**: {counts[disk, oval]} mistakes") for t in texts), texts
     assert any(t.startswith(f"**oval → disk**: {counts[oval, disk]} mistakes") for t in texts)
     assert any("Only one model version" in c.value for c in at.caption)
-    assert len(at.get("image")) == 2 * 16          # 16 thumbnails per direction by default
+    assert image_count(at) == 2 * 16          # 16 thumbnails per direction by default
     at.slider(key="conf_gallery_n").set_value(4).run()
-    assert len(at.get("image")) == 2 * 4
+    assert image_count(at) == 2 * 4
+    # "[eval:12](sample?...)  \n0.91 / 0.05": the image linked to the sample view, p(oval) / p(disk)
+    first = thumbnails(at)[0]
+    assert first.startswith("[eval:") and "](sample?" in first and "split=eval" in first
+    index = int(caption_ref(first).split(":")[1])
+    row = int(np.flatnonzero(demo_eval.indices == index)[0])
+    assert caption_text(first) == f"{demo_eval.probs[row, oval]:.2f} / {demo_eval.probs[row, disk]:.2f}"
+    assert "Under each image: p(oval) / p(disk), most confident first." in [c.value for c in at.caption]
     at.button(key="conf_use_target").click().run()
     assert ws_state(at)[ui.TARGET] == {"kind": "confusion", "targets": [["disk", "oval"]]}
     assert ws_state(at)[ui.TARGET_SOURCE] == "confusion page"
-    at.selectbox(key="conf_pair").set_value(1).run()
+    at.selectbox(key="conf_pair").set_value((int(pairs.a_id[1]), int(pairs.b_id[1]))).run()
     at.radio(key="conf_show").set_value("counts").run()
     assert not at.exception
     second = f"**{pairs.a[1]} → {pairs.b[1]}**"
     assert any(t.startswith(second) for t in [m.value for m in at.markdown])
 
 
-def test_confusion_page_compares_two_versions(tiny_workspace):
+def test_confusion_gallery_pages_and_search(demo_eval):
+    from diagnostics.confusion import pair_mistakes
+
+    names = list(demo_eval.class_names)
+    disk, oval = names.index("disk"), names.index("oval")
+    at = page("confusion")
+    at.slider(key="conf_gallery_n").set_value(8).run()
+    n = len(pair_mistakes(demo_eval.labels, demo_eval.preds, oval, disk))
+    pages = -(-n // 8)
+    assert f"Images 1–8 of {n:,} (page 1 of {pages})" in [c.value for c in at.caption]
+    at.button(key=f"conf_gallery_{oval}_{disk}_next").click().run()
+    assert f"Images 9–16 of {n:,} (page 2 of {pages})" in [c.value for c in at.caption]
+    assert image_count(at) == 16   # one page per direction, never all mistakes
+    # the gallery search keeps the mistakes that match: oval -> disk predicted as disk, labelled oval only
+    at.multiselect(key="conf_search_labels").set_value(["oval"]).run()
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith("**disk → oval**") and t.endswith("; 0 match the search") for t in texts), texts
+    assert any(t.startswith("**oval → disk**") and t.endswith(f"; {n:,} match the search") for t in texts), texts
+    shown = [int(caption_ref(c).split(":")[1]) for c in thumbnails(at)]
+    rows = [int(np.flatnonzero(demo_eval.indices == i)[0]) for i in shown]
+    assert len(shown) == 8 and all(demo_eval.labels[r] == oval and demo_eval.preds[r] == disk for r in rows)
+
+
+def test_two_versions_side_by_side_with_accuracy_and_target_error(tiny_workspace):
+    import torch
+
+    from diagnostics.compare import compare_outputs
     from workspace.core import open_workspace
 
     ws = open_workspace(str(tiny_workspace))
-    row = ws.save_version(ws.load_model(), method="copy", parent="orig")
-    at = page("confusion", **{ui.WORKSPACE: str(tiny_workspace)})
+    model = ws.load_model()
+    with torch.no_grad():
+        model.head.bias[0] += 5.0   # the copy predicts "cat" far more often
+    row = ws.save_version(model, method="copy", parent="orig")
+    at = page("confusion", **{ui.WORKSPACE: str(tiny_workspace)},
+              **seeded(str(tiny_workspace.resolve()), target={"kind": "confusion", "targets": [["cat", "dog"]]},
+                       source="test"))
     assert at.selectbox(key="conf_compare").value == row["id"]
-    assert metrics(at)[f"Accuracy of {row['id']}"]  # same weights: delta +0.00%
-    assert len(at.get("plotly_chart")) >= 2
+    before, after = ws.outputs("eval"), ws.outputs("eval", row["id"])
+    cmp = compare_outputs(before, after, [(0, 1)])
+    assert cmp.accuracy[0] != cmp.accuracy[1] or cmp.target_error[0] != cmp.target_error[1]
+    got = metrics(at)
+    assert got["Accuracy of orig"] == f"{cmp.accuracy[0]:.2%}"
+    assert got[f"Accuracy of {row['id']}"] == f"{cmp.accuracy[1]:.2%}"
+    errors = [m for m in at.metric if m.label == "Target error (cat / dog)"]
+    assert [m.value for m in errors] == [f"{cmp.target_error[0]:.4f}", f"{cmp.target_error[1]:.4f}"]
+    assert errors[1].delta == f"{cmp.target_error[1] - cmp.target_error[0]:+.4f}"
+    assert got["Fixed (wrong → right)"] == f"{len(cmp.fixed):,}" and got["Broken (right → wrong)"] == f"{len(cmp.broken):,}"
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert sum('"text":"orig"' in t for t in specs) == 1 and sum(f'"text":"{row["id"]}"' in t for t in specs) == 1
 
 
-def test_triplets_page_and_bias_target(demo_ws, demo_eval):
+def test_triplets_page_groups_the_planted_pair_and_targets_it(demo_ws, demo_eval):
     pairs, _ = _demo_pairs(demo_eval)
     at = page("triplets")
     planted = list(demo_ws.planted["biased_triplet"])
     table = at.dataframe[0].value
-    top3 = table[["positive", "negative", "anchor"]].head(3).values.tolist()
-    assert planted in top3
-    # the top cd is the planted pair's confusion against a class it is never confused with
+    # the planted triplet (oval, ring, disk) is one of the disk / oval confusion's triplets: one group
+    assert table["group"].iloc[0] == "disk / oval" and table["kind"].iloc[0] == "pair"
     assert float(table["cd"].iloc[0]) == pytest.approx(pairs.conf[0], abs=0.01)
-    at.selectbox(key="tri_pick").set_value(top3.index(planted)).run()
+    assert table["in ranking"].iloc[0] > 2 and (table["group"] == "disk / oval").sum() == 1
+    options = at.selectbox(key="tri_pick").options
+    assert f"{planted[0]} / {planted[1]} | {planted[2]}" in [o.split(" (cd")[0] for o in options]
+    # side by side: the positive's and the negative's mistakes with the anchor
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith("**oval → disk**") for t in texts) and any(" → disk**" in t for t in texts[2:]), texts
+    at.button(key="tri_use_pair").click().run()
+    assert ws_state(at)[ui.TARGET] == {"kind": "confusion", "targets": [["disk", "oval"]]}
+    # the target's pair is now left out: disk / oval no longer heads the table
+    assert at.checkbox(key="tri_skip_target").value
+    table = at.dataframe[0].value
+    assert "disk / oval" not in set(table["group"])
+    assert not any({"disk", "oval"} == set(g.split(" / ")[:2]) for g in table["group"] if "|" not in g)
+    at.checkbox(key="tri_skip_target").uncheck().run()
+    assert at.dataframe[0].value["group"].iloc[0] == "disk / oval"
+
+
+def test_triplets_page_shows_only_the_biases_no_pair_explains(demo_eval):
+    at = page("triplets")
+    share = at.slider(key="tri_share").value
+    at.radio(key="tri_kinds").set_value("triplet").run()
+    table = at.dataframe[0].value
+    assert len(table) > 0 and (table["kind"] == "triplet").all()
+    # B is confused with C at more than (1 - share) of A's error, and the rows are ranked by cd
+    assert (table["error(B, C)"] > (1 - share) * table["error(A, C)"]).all()
+    assert table["cd"].is_monotonic_decreasing
+    at.slider(key="tri_share").set_value(0.2).run()   # nearly everything is one pair's now
+    assert not at.exception
+    if at.dataframe:
+        left = at.dataframe[0].value
+        assert (left["error(B, C)"] > 0.8 * left["error(A, C)"]).all()
+    else:
+        assert "all kinds shows some" in at.info[0].value
+
+
+def test_triplets_page_ungrouped_anchor_filter_and_bias_target(demo_ws, demo_eval):
+    at = page("triplets")
+    planted = list(demo_ws.planted["biased_triplet"])
+    at.toggle(key="tri_group").set_value(False).run()
+    table = at.dataframe[0].value
+    assert (table["kind"] == "triplet").all()
+    top3 = [g.replace(" | ", " / ").split(" / ") for g in table["group"].head(3)]
+    assert planted in top3
+    at.selectbox(key="tri_pick_group").set_value(table["group"].iloc[top3.index(planted)]).run()
     at.button(key="tri_use_target").click().run()
     assert ws_state(at)[ui.TARGET] == {"kind": "bias", "targets": [planted]}
     at.selectbox(key="tri_anchor").set_value("ring").run()
     assert not at.exception
-    assert (at.dataframe[0].value["anchor"] == "ring").all()
+    assert all(g.endswith("| ring") for g in at.dataframe[0].value["group"])
 
 
 def test_wos_slider_changes_the_numbers(demo_eval):
@@ -151,7 +242,9 @@ def test_pages_on_a_multi_label_workspace(multi_label_workspace):
     assert "Exact-match accuracy" in metrics(at)
     assert [m.delta for m in at.metric if m.label == "Most confused pair"][0].startswith("type2conf")
     at = page("triplets", **state)
-    assert len(at.dataframe[0].value) > 0
+    # the untrained model predicts every label everywhere: every pair error is 1, so no triplet is biased
+    assert [i.value for i in at.info] == ["No biased triplet: every triplet has cd 0 (A and B are equally "
+                                          "confused with C)."]
     at = page("wos", **state)
     assert "mAP" in metrics(at) and "Target error (type2conf)" in metrics(at)
     at.select_slider(key="wos_rho_slider").set_value(1e-4).run()

@@ -85,3 +85,16 @@ def test_w_bn_not_applicable_without_batchnorm(nobn_workspace):
     at.radio(key="repair_method").set_value("w-bn").run()
     assert any("not applicable" in w.value and "no BatchNorm" in w.value for w in at.warning)
     assert at.button(key="repair_launch").disabled
+
+
+def test_methods_are_listed_with_their_whole_description(tiny_workspace):
+    from repair.methods import get_method, list_methods
+
+    at = page(tiny_workspace)
+    listing = next(m.value for m in at.markdown if m.value.startswith("- **"))
+    lines = listing.split("\n")
+    assert len(lines) == len(list_methods())
+    for name, line in zip(list_methods(), lines):
+        assert line.startswith(f"- **{name}** (") and get_method(name).description in line
+    table = next(d.value for d in at.dataframe if "method" in d.value.columns)
+    assert "description" not in table.columns   # no cut-off text column

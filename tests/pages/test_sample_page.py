@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from diagnostics.report import SECTION_IDS
 from pages import ui
 from tests.conftest import REPO
+from tests.pages.helpers import caption_links
 from workspace.core import open_workspace
 
 TIMEOUT = 240
@@ -132,15 +133,15 @@ def test_find_a_sample_box(demo_eval):
 def test_overview_thumbnails_link_to_the_sample_view_and_can_be_searched(demo_eval):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
-    first = links(at)
+    first = caption_links(at)
     assert len(first) == 4 * demo_eval.num_classes
     assert all(p["split"] == "eval" and p["workspace"] == "demo" and p["version"] == "orig" for p in first)
     at.text_input(key="ov_search_query").set_value("17").run()
-    assert [p["index"] for p in links(at)] == ["17"]
+    assert [p["index"] for p in caption_links(at)] == ["17"]
     at.text_input(key="ov_search_query").set_value("").run()
     name = demo_eval.class_names[3]
     at.multiselect(key="ov_search_labels").set_value([name]).run()
-    shown = [int(p["index"]) for p in links(at)]
+    shown = [int(p["index"]) for p in caption_links(at)]
     assert len(shown) == 4 and all(demo_eval.labels[np.flatnonzero(demo_eval.indices == i)[0]] == 3 for i in shown)
 
 

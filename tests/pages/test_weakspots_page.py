@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.weakspots import build_representative_set, find_neighbours, find_pivotal_images, scan_weakspots
 from pages import ui
-from tests.pages.helpers import ws_state
+from tests.pages.helpers import caption_ref, caption_text, thumbnails, ws_state
 from tests.conftest import REPO
 
 TIMEOUT = 180
@@ -39,11 +39,11 @@ def test_page_matches_the_library_and_reacts_to_sliders(demo_ws, demo_rep):
     assert _metric(at, "Misclassified samples tested") == f"{auto.queries:,}"
     assert not at.warning
     # gallery: 6 pivotal images, each followed by its 6 nearest neighbours (label / pred, distance)
-    captions = [c for img in at.get("image") for c in img.captions]
-    assert len(captions) == 6 * 7
+    captions = thumbnails(at)
+    assert len(captions) == 6 * 7 and len(at.get("image")) == 6   # one row element per pivotal image
     first = auto.pivotal.iloc[0]
-    assert captions[0].startswith(f"PIVOTAL {first['split']}:{first['index']}")
-    assert all(c.startswith("PIVOTAL") == (j % 7 == 0) for j, c in enumerate(captions))
+    assert caption_ref(captions[0]) == f"{first['split']}:{first['index']}"
+    assert all(caption_text(c).startswith("**PIVOTAL**") == (j % 7 == 0) for j, c in enumerate(captions))
     assert all("d=" in c for j, c in enumerate(captions) if j % 7)
 
     at.slider(key="ws_purity").set_value(1.0).run()
@@ -123,11 +123,62 @@ def test_model_without_embeddings_gets_a_clear_message(scripted_workspace, capsy
 
 def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
     at = _page()
-    at.selectbox(key="ws_gallery_pair").set_value(1).run()  # the first pair: the planted one
+    first = at.selectbox(key="ws_gallery_pair").options[1]
+    assert first.split(" (")[0] in {"disk ↔ oval", "oval ↔ disk"}   # the first pair: the planted one
+    at.selectbox(key="ws_gallery_pair").set_value(first).run()
     assert not at.exception, at.exception
     pair = set(demo_ws.planted["confused_pair"])
-    heads = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("PIVOTAL")]
+    heads = [caption_text(img.captions[0]) for img in at.get("image")]
     assert len(heads) == 6
-    for caption in heads:  # "PIVOTAL split:index\nA → B (..% pure)"
-        a, b = caption.split("\n")[1].split(" (")[0].split(" → ")
+    for caption in heads:  # "**PIVOTAL** A → B (..% pure)"
+        a, b = caption.removeprefix("**PIVOTAL** ").split(" (")[0].split(" → ")
         assert {a, b} == pair
+
+
+def _label_sent(at, key):
+    """The label of a select's value as the browser shows it: re-sent whenever it changed."""
+    box = at.selectbox(key=key)
+    return box.proto.raw_value if box.proto.set_value else None
+
+
+def test_pair_labels_follow_the_sliders(demo_ws):
+    at = _page()
+    before = at.selectbox(key="ws_pair").options[0]
+    count = int(before.split("(")[1].split(" ")[0])
+    at.slider(key="ws_radius").set_value(at.slider(key="ws_radius").min).run()
+    assert not at.exception, at.exception
+    pairs = at.selectbox(key="ws_pair")
+    now = pairs.options[pairs.index]
+    # the same pair stays picked, its count changed, and the new label is sent to the browser
+    assert now.split(" (")[0] == before.split(" (")[0] and now != before, (before, now)
+    assert _label_sent(at, "ws_pair") == now
+    assert int(now.split("(")[1].split(" ")[0]) < count
+    table = at.dataframe[0].value
+    row = table[(table["a"] + " ↔ " + table["b"]) == now.split(" (")[0]]
+    assert f"({int(row['count'].iloc[0])} weakspot" in now
+    assert at.selectbox(key="ws_gallery_pair").options[0] == f"all pairs ({_metric(at, 'Pivotal images (weakspots)')} " \
+                                                             "pivotal images)"
+    at.run()   # nothing moved: nothing re-sent
+    assert _label_sent(at, "ws_pair") is None
+
+
+def test_pivotal_gallery_pages_and_search(demo_ws):
+    at = _page()
+    n = int(_metric(at, "Pivotal images (weakspots)").replace(",", ""))
+    assert f"Pivotal images 1–6 of {n:,} (page 1 of {-(-n // 6)})" in [c.value for c in at.caption]
+    heads = lambda: [img.captions[0] for img in at.get("image")]
+    first_page = heads()
+    at.button(key="ws_gallery_next").click().run()
+    assert f"Pivotal images 7–12 of {n:,} (page 2 of {-(-n // 6)})" in [c.value for c in at.caption]
+    assert len(heads()) == 6 and not set(heads()) & set(first_page)
+    # label filter: only pivotal images labelled ring (either split)
+    at.multiselect(key="ws_search_labels").set_value(["ring"]).run()
+    assert not at.exception, at.exception
+    got = heads()
+    assert got and all(caption_text(c).startswith("**PIVOTAL** ring → ") for c in got), got
+    # an index query finds that image in either split
+    split, index = caption_ref(got[0]).split(":")
+    at.multiselect(key="ws_search_labels").set_value([]).run()
+    at.text_input(key="ws_search_query").input(index).run()
+    assert f"{split}:{index}" in [caption_ref(c) for c in heads()]
+    assert all(caption_ref(c).split(":")[1] == index for c in heads())

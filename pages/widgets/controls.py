@@ -1,0 +1,142 @@
+"""Small controls the pages share: a pager, a select whose labels carry counts, a light image grid.
+
+(They would sit in ``pages/ui.py``; they live here because that file belongs to the page plumbing.)
+
+* :func:`pager` cuts a long list into pages with previous / next buttons, so a page never draws
+  thousands of thumbnails (a 1,000-class workspace has that many in one gallery).
+* :func:`counted_select` is ``st.selectbox`` over stable ids whose labels may change between
+  runs (``"cat ↔ dog (45 weakspots)"`` after a slider move): the browser keeps the label of the
+  selected option as it was when the user picked it, so a changed label is sent again.
+* :func:`change` gives ``st.metric`` a delta coloured by better (green) / worse (red), and grey
+  without an arrow when the change shown is zero (Streamlit paints "+0.00%" green).
+* :func:`image_grid` draws a whole gallery as ONE ``st.image`` element whose captions link each
+  image to the sample view: the browser's cost of a page grows with its number of elements,
+  and :func:`pages.ui.thumbnails` spends a column, an image and a page link on every thumbnail
+  (measured at 1,000 classes: a 64-thumbnail page went from ~3,300 DOM nodes to ~1,300).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+from urllib.parse import urlencode
+
+import numpy as np
+import streamlit as st
+
+from pages import ui
+
+
+def _step(key: str, delta: int, pages: int) -> None:
+    st.session_state[key] = int(min(max(st.session_state.get(key, 1) + delta, 1), pages))
+
+
+def pager(n: int, *, key: str, page_size: int, noun: str = "images", reset_on: object = None,
+          container=None) -> slice:
+    """Previous / next buttons and a page number over ``n`` items; returns the shown slice.
+
+    Args:
+        n: how many items there are.
+        key: widget-key prefix (unique per page and gallery).
+        page_size: items per page.
+        noun: what the items are, for the caption.
+        reset_on: any value; when it changes (another pair, other filters) the pager goes back
+            to page 1.
+        container: where to draw (default: the main area).
+
+    Returns:
+        ``slice(start, stop)`` of the items on the current page.
+    """
+    where = container or st
+    page_size = max(int(page_size), 1)
+    pages = max(1, math.ceil(n / page_size))
+    page_key, seen_key = f"{key}_page", f"_{key}_reset_on"
+    marker = repr(reset_on)
+    if st.session_state.get(seen_key) != marker:
+        st.session_state[seen_key] = marker
+        st.session_state[page_key] = 1
+    current = int(min(max(st.session_state.get(page_key, 1), 1), pages))
+    st.session_state[page_key] = current
+    if pages > 1:
+        # icon buttons stay whole in a half-width column (a gallery beside another)
+        c1, c2, c3, c4 = where.columns([1, 1, 2, 4], vertical_alignment="center")
+        c1.button("◀", key=f"{key}_prev", help="Previous page", disabled=current <= 1, on_click=_step,
+                  args=(page_key, -1, pages), width="stretch")
+        c2.button("▶", key=f"{key}_next", help="Next page", disabled=current >= pages, on_click=_step,
+                  args=(page_key, 1, pages), width="stretch")
+        c3.number_input("Page", 1, pages, key=page_key, label_visibility="collapsed")
+        start = (current - 1) * page_size
+        c4.caption(f"{noun.capitalize()} {start + 1:,}–{min(start + page_size, n):,} of {n:,} "
+                   f"(page {current:,} of {pages:,})")
+    current = int(st.session_state[page_key])
+    start = (current - 1) * page_size
+    return slice(start, min(start + page_size, n))
+
+
+def counted_select(container, label: str, ids: Sequence, format_func: Callable[[object], str], *, key: str,
+                   help: str | None = None):
+    """A selectbox over stable ``ids`` whose shown label follows ``format_func`` on every run.
+
+    Streamlit keeps a selected option by identity (the id) but the browser shows the label it
+    was given when the user chose it; when that label changes (a count that follows a slider),
+    the selection is sent again so the browser shows the new label. An id that disappeared
+    falls back to the first.
+
+    Returns:
+        The selected id, or None when ``ids`` is empty.
+    """
+    ids = list(ids)
+    if not ids:
+        return None
+    shown_key = f"_{key}_label"
+    current = st.session_state.get(key)
+    if current not in ids:
+        current = ids[0]
+        st.session_state[key] = current
+    elif st.session_state.get(shown_key) not in (None, format_func(current)):
+        st.session_state[key] = current  # a value set from the script is sent to the browser with its new label
+    value = container.selectbox(label, ids, format_func=format_func, key=key, help=help)
+    st.session_state[shown_key] = format_func(value)
+    return value
+
+
+def sample_url(ws, split: str, index: int) -> str:
+    """The sample view's address for one image, relative to the app's pages (keeps workspace,
+    version and target)."""
+    return "sample?" + urlencode(ui.sample_params(ws, split, int(index)))
+
+
+def _load(ws, split: str, index: int) -> np.ndarray | None:
+    try:
+        return np.asarray(ws.split(split).load(int(index)).convert("RGB"))
+    except Exception:  # noqa: BLE001 - a broken image is shown as such, the gallery goes on
+        return None
+
+
+def image_grid(ws, items, *, width: int = 96, link: bool = True) -> None:
+    """A gallery in one element: ``items`` = ``(split, index, caption or None)``; each caption
+    starts with ``split:index``, linked to the sample view (opens in a new tab)."""
+    items = list(items)
+    if not items:
+        st.caption("No images.")
+        return
+    images, captions = [], []
+    for split, index, caption in items:
+        img = _load(ws, split, index)
+        ref = f"{split}:{int(index)}"
+        head = f"[{ref}]({sample_url(ws, split, index)})" if link else ref
+        if img is None:
+            img = np.full((8, 8, 3), 200, dtype=np.uint8)
+            caption = "cannot load"
+        images.append(img)
+        captions.append(head + (f"  \n{caption}" if caption else ""))
+    st.image(images, caption=captions, width=width)
+
+
+def change(delta: float, fmt: str, *, lower_is_better: bool = False) -> dict:
+    """``st.metric`` keyword arguments for a change: green when better, red when worse, grey and
+    without an arrow when it rounds to zero at ``fmt`` (e.g. ``"+.2%"``, ``"+.4f"``)."""
+    text = format(float(delta), fmt)
+    if float(text.rstrip("%")) == 0.0:
+        return {"delta": text, "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
