@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from workspace.errors import WorkspaceError
+from workspace.training import MAX_LR
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class GCEConfig:
     def validate(self) -> None:
         if not (math.isfinite(self.q) and 0.0 < self.q <= 1.0):
             raise WorkspaceError(f"GCE q must be in (0, 1], got {self.q}")
-        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
-            raise WorkspaceError("GCE epochs and batch size must be >= 1 and lr a finite number > 0")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise WorkspaceError("GCE epochs and batch size must be >= 1")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise WorkspaceError(f"GCE lr must be a finite number in (0, {MAX_LR:g}], got {self.lr:g}")
 
 
 def gce_loss(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7) -> torch.Tensor:

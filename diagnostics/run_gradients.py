@@ -35,7 +35,7 @@ from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import InferenceOutputs, Progress, make_loader, run_inference
-from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress, write_output
 from workspace.errors import WorkspaceError
 
 SCORES_FORMAT = 6  # bump when a formula changes: invalidates stored score tables
@@ -409,7 +409,7 @@ def run_gradients(args: argparse.Namespace) -> dict:
         frame = compute_scores(ws, args.version, split=args.split, params=args.params, k=args.k, lam=args.lam,
                                biased_model=None if args.biased_model == "loaded" else "gce", progress=progress)
     frame = flag_share(frame, args.flag_share)
-    frame[EXPORT_COLUMNS].to_csv(out, index=False)
+    write_output(out, lambda tmp: frame[EXPORT_COLUMNS].to_csv(tmp, index=False))
     a = frame.attrs
     result = {
         "out": str(out), "split": args.split, "rows": len(frame), "params": args.params,

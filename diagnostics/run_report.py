@@ -52,7 +52,7 @@ from diagnostics.report import (
 )
 from diagnostics.samples import ASSOCIATION_KIND, MISLABEL_KIND, PIVOTAL_KIND
 from workspace import jobs
-from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress, write_output
 from workspace.core import ORIG
 from workspace.errors import WorkspaceError
 
@@ -337,11 +337,20 @@ def write_report(ws, out: str | Path, version: str = ORIG, *, top: int = 10, ove
     if not out.parent.is_dir():
         raise UsageError(f"folder {out.parent} does not exist")
     page, data = build_report(ws, version, top=top)
+    text = json.dumps(data, indent=2, allow_nan=False)
+    twin_existed = twin.exists()
+
+    def html_then_twin(tmp: Path) -> None:
+        # both files are complete in temporary files before either takes its name: a failure leaves neither
+        tmp.write_text(page, encoding="utf-8")
+        write_output(twin, lambda tmp_json: tmp_json.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
     try:
-        out.write_text(page, encoding="utf-8")
-        twin.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
-    except OSError as exc:
-        raise WorkspaceError(f"cannot write the report {out}: {exc.strerror or exc}") from None
+        write_output(out, html_then_twin, overwrite=overwrite)
+    except WorkspaceError:
+        if not twin_existed and not out.exists():
+            twin.unlink(missing_ok=True)  # the twin moved in but the page did not
+        raise
     return {"html": str(out), "json": str(twin), "sections": {k: v["status"] for k, v in data["sections"].items()},
             "report": data}
 

@@ -8,6 +8,7 @@ from pages.widgets import repair as W
 from repair import runs
 from diagnostics.figures_runs import runs_frame, tradeoff_figure
 from repair.methods import SCOPE_HELP, SCOPES, baseline_methods, get_method, method_table
+from workspace.errors import WorkspaceError
 
 ws = ui.workspace()
 st.title("Repair")
@@ -47,7 +48,7 @@ if st.button("Launch", key="repair_launch", type="primary", disabled=not row["av
         # kept across the rerun a finished run triggers below
         st.session_state["_repair_flash"] = (f"Run {run_id} {kind} ({method}, rho {rho if rho is not None else '-'}, "
                                              f"{scope} scope, from {parent}).")
-    except ValueError as exc:
+    except (ValueError, WorkspaceError) as exc:
         st.error(f"Cannot launch: {exc}")
 flash = st.empty()  # filled after the live view, which reruns the page when a run has just finished
 

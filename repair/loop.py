@@ -41,7 +41,7 @@ from workspace.errors import WorkspaceError
 from workspace.layers import freeze_except, head_fits_outputs, last_block, model_units, train_mode_setter
 from workspace.models import select_device
 from workspace.tensors import TensorBatches, decoded
-from workspace.training import fit, seed_everything, set_threads
+from workspace.training import MAX_LR, fit, seed_everything, set_threads
 
 SCHEDULES = ("cosine", "paper")
 AUGMENTS = ("flip_crop", "crop", "none")
@@ -97,6 +97,8 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be whole numbers >= 1")
         if not (finite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.lr > MAX_LR:
+            raise ValueError(f"lr must be at most {MAX_LR:g} (larger steps diverge at once), got {self.lr:g}")
         if not (finite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
         if not (finite(self.momentum) and 0 <= self.momentum < 1):

@@ -270,5 +270,5 @@ def head_fits_outputs(head: nn.Linear, outputs) -> bool:
         return False
     rows = slice(0, min(64, outputs.n))
     with torch.no_grad():
-        z = head(torch.from_numpy(np.asarray(outputs.embeddings[rows])).float()).numpy()
+        z = head(torch.from_numpy(np.array(outputs.embeddings[rows], dtype=np.float32))).numpy()
     return bool(np.allclose(z, outputs.logits[rows], rtol=1e-3, atol=1e-3))

@@ -29,6 +29,10 @@ from torch import nn
 
 from workspace.errors import Cancelled, WorkspaceError
 
+# the largest learning rate any setting accepts: beyond it a step diverges at once (and 1e300 is not
+# even a float32); SGD and Adam on image classifiers use 1e-5 .. 1
+MAX_LR = 10.0
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; returns a torch generator seeded the same way."""

@@ -521,10 +521,6 @@ def test_write_output_never_replaces_a_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.html", "r.html"]
 
 
-@pytest.mark.xfail(strict=True, reason="diagnostics/run_gradients.py run_gradients writes --out with a plain "
-                                       "to_csv: a full disk is an 'unexpected failure' (exit 1) and leaves half a "
-                                       "CSV; proposed: write_output(out, lambda tmp: frame[EXPORT_COLUMNS]"
-                                       ".to_csv(tmp, index=False))")
 def test_gradients_out_on_a_full_disk_is_one_line_and_leaves_no_csv(warm, tmp_path, monkeypatch, capsys):
     import pandas as pd
 
@@ -543,9 +539,6 @@ def test_gradients_out_on_a_full_disk_is_one_line_and_leaves_no_csv(warm, tmp_pa
     assert code == 2 and len(error_lines(err)) == 1 and "No space left on device" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="diagnostics/run_report.py write_report writes the HTML, then the JSON twin: "
-                                       "when the twin fails the HTML (and half the JSON) stay; proposed: write both "
-                                       "with write_output and remove the first when the second fails")
 def test_a_report_that_cannot_be_written_leaves_neither_file(warm, tmp_path, monkeypatch, capsys):
     from diagnostics.__main__ import main
 

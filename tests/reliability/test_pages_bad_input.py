@@ -118,9 +118,6 @@ def test_the_report_says_why_it_cannot_be_written(read_only_state):
     assert not changed(before, content_digest(root))
 
 
-@pytest.mark.xfail(strict=True, reason="pages/repair.py: Launch catches ValueError only, so the read-only "
-                                       "WorkspaceError escapes the page (AppTest runs switched pages without app.py's "
-                                       "boundary); proposed: except (ValueError, WorkspaceError)")
 def test_a_repair_launch_says_why_it_cannot_start(read_only_state):
     root = read_only_state.parent
     before = content_digest(root)
