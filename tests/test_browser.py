@@ -158,9 +158,15 @@ def test_gallery_link_opens_the_sample_view(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         page.goto(server)
-        link = page.get_by_role("link", name=re.compile(r"^#\d+$")).nth(1)  # an Overview thumbnail's link
-        n = int(re.search(r"#(\d+)", link.inner_text()).group(1))
-        link.click()
+        link = page.get_by_role("link", name=re.compile(r"^eval:\d+$")).nth(1)  # an Overview thumbnail's caption
+        n = int(re.search(r"eval:(\d+)", link.inner_text()).group(1))
+        if link.get_attribute("target") == "_blank":  # gallery captions open the sample view in a new tab
+            with page.context.expect_page() as opened:
+                link.click()
+            page = opened.value
+            page.set_default_timeout(120_000)
+        else:
+            link.click()
         expect(page.get_by_role("heading", name=f"eval:{n}", exact=True)).to_be_visible()
         page.get_by_role("link", name=f"eval:{n + 1} →").click()
         expect(page.get_by_role("heading", name=f"eval:{n + 1}", exact=True)).to_be_visible()
