@@ -46,7 +46,7 @@ def type1conf_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 
 
 def type2conf_matrix(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """Multi-label ``type2conf`` for every pair (WR paper 2.2.1, DESIGN.md section 1).
+    """Multi-label ``type2conf`` for every pair (WR paper, section 2.2.1).
 
     ``E[a, b] = mean(P(a and b predicted | a present, b absent),
     P(a and b predicted | b present, a absent))``; a direction with no such samples counts 0.

@@ -282,7 +282,7 @@ def aggregate_scores(m: np.ndarray, d: np.ndarray, *, lam: float = 1.0) -> np.nd
 
 def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
                     balance_classes: bool = True) -> pd.DataFrame:
-    """M, D, S and p_s of every sample, computed per class (PGD section 4, DESIGN.md 1).
+    """M, D, S and p_s of every sample, computed per class (PGD paper, section 4).
 
     Everything is computed in log space; ``p_s = min_j S(j) / S(i)``.
 

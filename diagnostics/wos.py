@@ -34,7 +34,7 @@ from diagnostics.confusion import (
 )
 
 #: The default rho grid of the what-if curve: 10 points per decade from 1 down to 1e-4,
-#: plus the WR paper's grid values (DESIGN.md section 1, "Choosing among repairs").
+#: plus the WR paper's grid values (WR paper, section 4.4).
 PAPER_RHOS = (0.9, 0.7, 0.5, 0.3, 0.1, 0.01, 0.001, 1e-4)
 
 
@@ -338,7 +338,7 @@ def wos_curve(probs: np.ndarray, labels: np.ndarray, targets: Sequence[Sequence[
 
 
 def suggest_rho(curve, lambda1: float = 0.25, lambda2: float = 0.01, *, metric: str | None = None) -> dict:
-    """The highest-accuracy rho that *repairs* the targets (WR paper 2.2.3, DESIGN.md "Repaired").
+    """The highest-accuracy rho that *repairs* the targets (WR paper, section 2.2.3).
 
     Repaired: ``target_error <= (1 - lambda1) * target_error(rho=1)`` and
     ``metric >= (1 - lambda2) * metric(rho=1)``, where the metric is accuracy, or mAP when

@@ -1,4 +1,4 @@
-"""diagnostics/ and repair/ are libraries: they never import streamlit (STYLE.md)."""
+"""diagnostics/ and repair/ are libraries: they never import streamlit (pages stay thin)."""
 
 import ast
 from pathlib import Path

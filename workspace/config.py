@@ -154,7 +154,7 @@ def _text(*, empty_ok: bool = False) -> Callable:
 
 
 def _path_text(*, optional: bool = False) -> Callable:
-    # an optional path may be "" (DESIGN's `masks = ""` means "none")
+    # an optional path may be "" (a workspace file's `masks = ""` means "none")
     def check(value):
         if not isinstance(value, str):
             raise _Bad(f"must be a path in quotes, {_got(value)}")

@@ -1,7 +1,7 @@
 """The built-in demo workspaces, generated on first use with no download.
 
 ``demo`` ("shapes"): 32x32 images of ten shape classes on random backgrounds, with known
-ground truth for every diagnostic (DESIGN.md section 4):
+ground truth for every diagnostic:
 
 * a confusable pair: ``disk`` / ``oval``: ovals are only 1.3-1.8 times longer than wide,
   and both classes are rare in train (0.35 times the other classes' frequency; eval is
