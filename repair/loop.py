@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
@@ -428,7 +429,9 @@ def _finetune_head(ws, method, ctx, config, *, parent, device, generator, record
         raise WorkspaceError("the head scope needs the model's logits to be exactly head(embedding); this model "
                              "transforms them after the final Linear: use the last-block or all scope")
     new_head = copy.deepcopy(head).to(device).float()
-    emb_all = torch.from_numpy(np.ascontiguousarray(train.embeddings)).float()
+    with warnings.catch_warnings():  # the memmapped cache is read-only, and only ever read here (no copy)
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        emb_all = torch.from_numpy(np.ascontiguousarray(train.embeddings)).float()
     label_dtype = torch.float32 if ws.multi_label else torch.int64
     labels_all = torch.as_tensor(train.labels, dtype=label_dtype)
     rows_of = np.full(len(ws.split("train")), -1, dtype=np.int64)

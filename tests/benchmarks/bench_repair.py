@@ -2,7 +2,7 @@
 
 The model and data are the shared CIFAR-10 ResNet-56 on the CIFAR-10 JPEGs when they have been
 prepared in ``data/resnet56`` (see ``tests/benchmarks/real_model.py``), else the demo (the detail
-column says which).
+column says which); ``GROUPFIX_BENCH_DEMO=1`` picks the demo (to compare with earlier demo-only runs).
 
 * ``all``-scope orig-ft steps/s against a bare loop (``zero_grad / forward / cross_entropy /
   backward / step`` over a preloaded, normalised float tensor of the train split, random batches):
@@ -37,7 +37,7 @@ def _workspace():
     from tests.benchmarks.real_model import real_workspace
     from workspace.core import open_workspace
 
-    ws = real_workspace()
+    ws = None if os.environ.get("GROUPFIX_BENCH_DEMO") else real_workspace()  # =1: the demo, to compare
     return (ws, "ResNet-56 on CIFAR-10 JPEGs") if ws is not None else (open_workspace("demo"), "demo")
 
 
@@ -70,7 +70,7 @@ def _bare(ws, device: str) -> float:
     model = copy.deepcopy(ws.model()).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     t = ws.config.transform
-    x_all = normalise(torch.from_numpy(np.asarray(decoded(ws, "train").images)), t.mean, t.std)  # in memory
+    x_all = normalise(torch.from_numpy(np.array(decoded(ws, "train").images)), t.mean, t.std)  # in memory
     labels = torch.as_tensor(ws.split("train").labels)
     gen = torch.Generator().manual_seed(0)
     start = None
