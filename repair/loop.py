@@ -235,7 +235,7 @@ def head_module(ws, model: nn.Module) -> tuple[str, nn.Linear]:
 def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, parent: str = "orig",
              on_step: Callable | None = None, on_eval: Callable | None = None,
              should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
-             progress: Callable | None = None, probe: bool = False):
+             progress: Callable | None = None, phase: Callable[[str], None] | None = None, probe: bool = False):
     """Fine-tune a copy of model ``parent`` with ``method`` at ``config.scope``.
 
     Args:
@@ -243,6 +243,7 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
         on_eval: ``on_eval(metric)`` after every evaluation (see Returns).
         should_stop: checked every step; True raises :class:`~workspace.errors.Cancelled`.
         progress: ``progress(done, total)`` of preparatory passes (decoding, embeddings).
+        phase: ``phase(name)`` announces a stage of preparation (its progress gets its own ETA).
         probe: a timing probe: no evaluation at all (use with ``config.max_steps``).
 
     Returns:
@@ -260,6 +261,8 @@ def finetune(ws, method: Method, ctx: TargetContext, config: TrainConfig, *, par
         raise ValueError(f"targets are for a {ctx.task} task with {ctx.num_classes} classes, the workspace is "
                          f"{ws.task} with {ws.num_classes}")
     log = log or (lambda text: None)
+    if phase is not None:
+        phase(f"preparing the data ({config.scope} scope)")
     reason = method.applicability(ws.model(parent), ws, config.scope)
     if reason:
         raise ValueError(reason)

@@ -536,11 +536,12 @@ class BIR(Method):
         return reason
 
     def train(self, ws, ctx, config, *, parent, on_step=None, on_eval=None, should_stop=None, log=None,
-              progress=None, probe=False):
+              progress=None, phase=None, probe=False):
         from repair.procedures import train_bir
 
         return train_bir(ws, ctx, config, parent=parent, threshold=float(ctx.rho), on_step=on_step,
-                         on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, probe=probe)
+                         on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, phase=phase,
+                         probe=probe)
 
 
 @register
@@ -564,11 +565,12 @@ class NeuronTune(Method):
         return reason
 
     def train(self, ws, ctx, config, *, parent, on_step=None, on_eval=None, should_stop=None, log=None,
-              progress=None, probe=False):
+              progress=None, phase=None, probe=False):
         from repair.procedures import train_neurontune
 
         return train_neurontune(ws, ctx, config, parent=parent, lam=float(ctx.rho), on_step=on_step,
-                                on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, probe=probe)
+                                on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, phase=phase,
+                         probe=probe)
 
 
 def method_table(model: nn.Module | None = None, ws=None, *, scope: str = "all") -> list[dict]:

@@ -44,7 +44,7 @@ def _steps(on_step):
 
 
 def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, on_eval=None, should_stop=None,
-              log=None, progress=None, probe: bool = False):
+              log=None, progress=None, phase=None, probe: bool = False):
     """BIR (Algorithm 1) on the workspace's train split; returns ``(model, history, outputs)``."""
     from diagnostics import bir, run_bir
     from workspace.tensors import normalise
@@ -56,13 +56,17 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
     log = log or (lambda text: None)
     # a step budget (a quick run) caps both trainings at one epoch; else the paper's early stopping
     max_epochs = 1 if config.max_steps is not None else 30
+    phase = phase or (lambda name: None)
+    phase("identifying the layers on the reserved set")
     found = run_bir.identification(ws, parent, max_epochs=max_epochs, progress=progress, should_stop=should_stop)
+    phase("scoring the train split (phi against theta)")
     frame = run_bir.raw_scores(ws, parent, found=found, progress=progress, should_stop=should_stop)
     causes = frame["index"].to_numpy()[bir.select_causes(frame["score"].to_numpy(), threshold=threshold)]
     rest = frame["index"].to_numpy()[bir.sample_remaining(len(frame), np.flatnonzero(
         np.isin(frame["index"].to_numpy(), causes)), seed=config.seed)]
     log(f"bir: layers {found['chosen']}; {len(causes):,} detrimental train samples at threshold {threshold:.4g} "
         f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in")
+    phase("preparing the data (all scope)")
     pixels = run_bir._pixels(ws, "train", progress)
     t = ws.config.transform
     labels = ws.split("train").labels
@@ -85,7 +89,7 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
 
 
 def train_neurontune(ws, ctx, config, *, parent: str, lam: float, on_step=None, on_eval=None, should_stop=None,
-                     log=None, progress=None, probe: bool = False, rule: str = "all"):
+                     log=None, progress=None, phase=None, probe: bool = False, rule: str = "all"):
     """NeuronTune-style regulation of the head; returns ``(model, history, outputs)``."""
     from diagnostics import neurons, run_neurons
     from repair.loop import _head_outputs
@@ -94,6 +98,8 @@ def train_neurontune(ws, ctx, config, *, parent: str, lam: float, on_step=None, 
     seed_everything(config.seed)
     device = select_device(config.device)
     log = log or (lambda text: None)
+    if phase is not None:
+        phase("scoring the embedding neurons")
     found = run_neurons.neuron_scores(ws, parent, lam=lam, progress=progress)
     mask = found["scores"].mask(rule)
     if not mask.any():

@@ -115,7 +115,9 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
         rep.metric(epoch=1, step=1, accuracy=final["accuracy"],
                             target_error=final["target_error"], extra={"confusion": final["confusion"]})
     else:
-        rep.phase(f"{method.name}: preparing the data ({config.scope} scope)", share=(0.05, 0.1))
+
+        def phase(name: str) -> None:  # a stage of the method's preparation, with its own ETA
+            rep.phase(f"{method.name}: {name}", share=(0.05, 0.1))
 
         def on_step(step, total, loss):
             if step == 1:  # the ETA counts training steps only, not the preparation
@@ -132,7 +134,8 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
                                     loss=metric["loss"], extra={"confusion": metric["confusion"]})
 
         model, history, outputs = method.train(ws, ctx, config, parent=parent, on_step=on_step, on_eval=on_eval,
-                                           should_stop=rep.should_stop, log=rep.log, progress=rep.progress)
+                                           should_stop=rep.should_stop, log=rep.log, progress=rep.progress,
+                                               phase=phase)
         final = history[-1]
         outputs.split = "eval"
         final_summary = _summary(final, ws, outputs)

@@ -30,6 +30,9 @@ def test_neurontune_version_keeps_its_mask(tiny_workspace, monkeypatch):
                              TrainConfig(epochs=2, batch_size=4, device="cpu", scope="head"))
     job = jobs.run_job(ws, run_id)
     assert job["status"] == "done", job["error"]
+    # the procedure names its own stages (each gets its own ETA), not the generic data preparation
+    assert "neurontune: scoring the embedding neurons" in job["log_tail"], job["log_tail"]
+    assert "preparing the data" not in job["log_tail"], job["log_tail"]
     model = ws.load_model(job["model_version"])
     assert isinstance(model.head, MaskedLinear) and model.head.mask.tolist() == [1.0, 1.0, 0.0, 1.0]
     x = torch.randn(3, 3, 12, 12)
