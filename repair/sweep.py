@@ -222,11 +222,13 @@ def item_config(config: TrainConfig, spec: SweepSpec, item: Item) -> TrainConfig
 class Keys:
     """Resume keys of a sweep's runs (the content of everything that determines a run's result)."""
 
-    def __init__(self, ws, target: Target, config: TrainConfig, spec: SweepSpec, parent: str):
+    def __init__(self, ws, target: Target, config: TrainConfig, spec: SweepSpec, parent: str, *,
+                 version: int = KEY_VERSION):
         row = ws.version(parent)
         self.config, self.spec = config, spec
-        # the parent's weights, the data and the transform (via the eval outputs' key) and the train split
-        self.base = content_key("sweep-run", KEY_VERSION, parent, str(row["sha256"]), ws.outputs_key("eval", parent),
+        # the parent's weights, the data and the transform (via the eval outputs' key) and the train split;
+        # a sweep keeps the key version it was created with, so an older sweep still finds its runs
+        self.base = content_key("sweep-run", version, parent, str(row["sha256"]), ws.outputs_key("eval", parent),
                                 ws.split("train").fingerprint(), target.to_dict())
         self._memo: dict[Item, str] = {}
 
@@ -256,6 +258,11 @@ def _done(rows: list[dict]) -> dict | None:
 
 def _metrics(row: dict) -> dict:
     return {"accuracy": float(row["final"]["accuracy"]), "target_error": float(row["final"]["target_error"])}
+
+
+def key_version(job: dict) -> int:
+    """The resume-key version a sweep was created with (sweeps from before versions were stored: 1)."""
+    return int((job["params"] or {}).get("key_version", 1))
 
 
 def _context(ws, job: dict):
@@ -334,7 +341,8 @@ def create_sweep(ws, target: Target, methods: list[str] | None = None, *, config
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     queue = select_device(config.device).type
     return jobs.create_job(ws, KIND, queue=queue, label=KIND,
-                           params={**spec.to_dict(), "skipped": skipped, "executor": executor, "address": address},
+                           params={**spec.to_dict(), "skipped": skipped, "executor": executor, "address": address,
+                                   "key_version": KEY_VERSION},
                            targets=target.to_dict(), config=vars(config), parent_version=parent)
 
 
@@ -369,7 +377,7 @@ def resume_sweep(ws, sweep_id: int) -> int:
 def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
     """The job entry of a sweep (see the module docstring). Returns :func:`sweep_result`."""
     spec, target, config, parent = _context(ws, job)
-    keys = Keys(ws, target, config, spec, parent)
+    keys = Keys(ws, target, config, spec, parent, version=key_version(job))
     params = job["params"] or {}
     executor = None
     if params.get("executor", "local") != "local":
@@ -550,7 +558,7 @@ def sweep_state(ws, sweep_id: int, *, finished: bool | None = None) -> SweepStat
     spec, target, config, parent = _context(ws, job)
     jobs.reap_stale_jobs(ws.store)
     by_key = _runs_by_key(ws)
-    keys = Keys(ws, target, config, spec, parent)
+    keys = Keys(ws, target, config, spec, parent, version=key_version(job))
     original = job["baseline"] or _original(ws, target, parent, cached_only=True)
     finished = job["status"] == "done" if finished is None else finished
 

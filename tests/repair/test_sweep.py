@@ -143,6 +143,17 @@ def test_sweep_job_end_to_end_json_table_exports_and_reuse(tiny_workspace):
     assert again["status"] == "done" and len(ws.store.list_runs(kind="repair")) == n_runs
     assert all(g["reused"] for g in again["result"]["grid"][1:])
     assert again["result"]["table"] == out["table"]
+    # a sweep stored before its key version was recorded (version 1) still finds its runs after
+    # the keys changed: it keeps the keys it was created with
+    assert ws.store.get_run(sweep_id)["params"]["key_version"] == sweep.KEY_VERSION
+    params = ws.store.get_run(sweep_id)["params"]
+    old_keys = sweep.Keys(ws, pair, tiny_config(), sweep.SweepSpec.from_dict(params), "orig", version=1)
+    for child in ws.store.list_runs(parent_run=sweep_id):
+        spec_item = next(g for g in out["grid"] if g["run_id"] == child["id"])
+        item = Item(spec_item["method"], spec_item["rho"], spec_item["seed"], "head", spec_item["phase"])
+        ws.store.update_run(child["id"], run_key=old_keys(item))
+    ws.store.update_run(sweep_id, params={k: v for k, v in params.items() if k != "key_version"})
+    assert sweep.sweep_result(ws, sweep_id)["table"] == out["table"]
 
 
 def test_keep_as_version_runs_the_setting_again_with_the_same_numbers(tiny_workspace):
