@@ -412,9 +412,12 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
 
 def _head_outputs(head: nn.Module, base: InferenceOutputs, device) -> InferenceOutputs:
     """The model's outputs with a new head, from the cached embeddings (exact: logits = head(e))."""
+    chunks = [np.zeros((0, len(base.class_names)), np.float32)]
     with torch.no_grad():
-        logits = torch.cat([head(torch.from_numpy(np.array(base.embeddings[s:s + 65536], dtype=np.float32)).to(device)).float().cpu()
-                            for s in range(0, base.n, 65536)]).numpy() if base.n else np.zeros((0, len(base.class_names)), np.float32)
+        for s in range(0, base.n, 65536):  # a copy per chunk: the memmapped cache is read-only
+            e = torch.from_numpy(np.array(base.embeddings[s:s + 65536], dtype=np.float32)).to(device)
+            chunks.append(head(e).float().cpu().numpy())
+    logits = np.concatenate(chunks)
     probs = to_probs(logits, base.task)
     return InferenceOutputs(logits=logits, probs=probs, preds=decide(probs, base.task, base.threshold),
                             labels=base.labels, embeddings=base.embeddings, indices=base.indices,
