@@ -28,7 +28,7 @@ from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import Progress
-from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress
+from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress, write_output
 from workspace.errors import WorkspaceError
 from workspace.tensors import decode_split, normalise
 
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         found = identification(ws, args.version, progress=progress)
     with tqdm_progress("BIR scores") as progress:
         frame = scores(ws, args.version, threshold=args.threshold, top_k=args.top_k, found=found, progress=progress)
-    frame.to_csv(out, index=False)
+    write_output(out, lambda tmp: frame.to_csv(tmp, index=False))
     result = {"out": str(out), "layers": found["chosen"], "layer_losses": found["losses"],
               "threshold": None if args.top_k else float(args.threshold), "top_k": args.top_k,
               "detrimental_count": int(frame["detrimental"].sum()), "reserved_size": found["reserved"].n,
