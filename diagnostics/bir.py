@@ -615,6 +615,8 @@ def treat(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: Progress | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    max_steps: int | None = None,
     should_stop: StopCheck | None = None,
 ) -> Treatment:
     """Model treatment (BIR 2.2, Algorithm 1 lines 7-8, Appendix A.3).
@@ -637,6 +639,8 @@ def treat(
             CIFAR-10). Tensors: aligned and remaining samples are shuffled together. Batch
             sources: each step joins the next batch of each (an epoch ends with the shorter).
         bn: "frozen" or "train" (module docstring).
+        on_step: ``on_step(step, total, loss)`` after every step (a run's live loss curve).
+        max_steps: stop after this many steps (a quick run's budget; early stopping aside).
 
     Returns:
         :class:`Treatment`.
@@ -700,10 +704,17 @@ def treat(
 
     if steps_per_epoch == 0:
         raise WorkspaceError("BIR treatment needs at least one identified or remaining sample")
-    steps = _Steps(progress, max_epochs * steps_per_epoch)
+    total = max_epochs * steps_per_epoch if max_steps is None else min(max_epochs * steps_per_epoch, int(max_steps))
+    steps = _Steps(progress, total)
+
+    def stepped(step: int, total: int, loss: float) -> None:
+        steps.on_step(step, total, loss)
+        if on_step is not None:
+            on_step(step, total, loss)
+
     epoch_losses: list[float] = []
     result = fit(work, batches, loss_fn, optimizer, epochs=max_epochs, steps_per_epoch=steps_per_epoch,
-                 device=device, set_train_mode=setter, on_step=steps.on_step, should_stop=should_stop,
+                 device=device, set_train_mode=setter, max_steps=max_steps, on_step=stepped, should_stop=should_stop,
                  stop_epoch=Patience(patience),
                  on_eval=lambda e, s, m: epoch_losses.append(m) if m is not None else None)
     steps.finish()

@@ -238,6 +238,8 @@ def retrain_head(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: Progress | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    max_steps: int | None = None,
     should_stop: StopCheck | None = None,
 ) -> HeadRetraining:
     """Retrain the head behind a fixed neuron mask (module docstring, steps 3-4).
@@ -256,6 +258,8 @@ def retrain_head(
         init: "original" (start from ``head``'s weights, default) or "random" (re-initialised).
         epochs, lr, batch_size, weight_decay: the Adam schedule.
         progress: ``progress(done, total)`` after every step; ``should_stop`` before every step.
+        on_step: ``on_step(step, total, loss)`` after every step (a run's live loss curve).
+        max_steps: stop after this many steps (a quick run's budget).
 
     Returns:
         :class:`HeadRetraining`.
@@ -319,9 +323,14 @@ def retrain_head(
             best.update(sfit=value, epoch=len(record["sfit"]) - 1, state=copy.deepcopy(masked.state_dict()))
 
     optimizer = torch.optim.Adam(masked.parameters(), lr=lr, weight_decay=weight_decay)
+    def stepped(step: int, total: int, loss: float) -> None:
+        if progress is not None:
+            progress(step, total)
+        if on_step is not None:
+            on_step(step, total, loss)
+
     fit(masked, batches, loss_fn, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, device=device,
-        amp=False, on_step=(lambda s, t, loss: progress(s, t)) if progress is not None else None,
-        on_eval=on_eval, should_stop=should_stop)
+        amp=False, max_steps=max_steps, on_step=stepped, on_eval=on_eval, should_stop=should_stop)
     masked.load_state_dict(best["state"])
     return HeadRetraining(head=masked.cpu().eval(), sfit=record["sfit"], best_epoch=best["epoch"],
                           epoch_losses=record["loss"], heldout_accuracy=record["acc"])

@@ -36,13 +36,6 @@ def _record(history, on_eval, outputs, ctx, *, epoch: float, step: int, loss, lo
         on_eval(metric)
 
 
-def _steps(on_step):
-    """A progress callback for the algorithm modules that also drives the run's step reports."""
-    if on_step is None:
-        return None
-    return lambda done, total: on_step(max(done, 1), max(total, 1), float("nan"))
-
-
 def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, on_eval=None, should_stop=None,
               log=None, progress=None, phase=None, probe: bool = False):
     """BIR (Algorithm 1) on the workspace's train split; returns ``(model, history, outputs)``."""
@@ -78,8 +71,7 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
 
     treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
                           lr=1e-3, batch_size=64, max_epochs=max_epochs, seed=config.seed, device=device,
-                          progress=_steps(on_step),
-                          should_stop=should_stop)
+                          on_step=on_step, max_steps=config.max_steps, should_stop=should_stop)
     model = treatment.model
     outputs = evaluate(ws, model, device)
     history: list[dict] = []
@@ -115,7 +107,8 @@ def train_neurontune(ws, ctx, config, *, parent: str, lam: float, on_step=None, 
     result = neurons.retrain_head(np.asarray(train.embeddings), np.asarray(train.labels),
                                   np.asarray(held.embeddings), np.asarray(held.labels), head=head, mask=mask,
                                   epochs=epochs, lr=1e-3, batch_size=config.batch_size, seed=config.seed,
-                                  device=device, progress=_steps(on_step), should_stop=should_stop)
+                                  device=device, on_step=on_step, max_steps=None if probe else config.max_steps,
+                                  should_stop=should_stop)
     model = copy.deepcopy(base_model)
     install_masked_head(model, name, mask, head=result.head)
     evals = ws.outputs("eval", parent)

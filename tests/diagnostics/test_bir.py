@@ -278,6 +278,17 @@ def test_treatment_with_nothing_identified_fine_tunes_on_the_remaining_samples(t
     assert out.n_treated == 0 and out.n_remaining == 8 and out.epochs == 1
 
 
+def test_treatment_reports_its_losses_and_keeps_a_step_budget(toy):
+    model, x, y = toy
+    seen, progress = [], []
+    bir.treat(model, model, (x[:0], y[:0]), (x[:40], y[:40]), subset=_subset(model, "fc"), batch_size=4,
+              max_epochs=3, max_steps=7, on_step=lambda s, t, loss: seen.append((s, t, loss)),
+              progress=lambda d, t: progress.append((d, t)))
+    assert [s for s, _, _ in seen] == list(range(1, 8)) and {t for _, t, _ in seen} == {7}  # 3 x 10 steps capped
+    assert all(np.isfinite(loss) and loss > 0 for _, _, loss in seen)  # the real loss, not a NaN placeholder
+    assert progress[-1] == (7, 7)
+
+
 def test_treatment_from_batch_sources(toy):
     model, x, y = toy
     theta = copy.deepcopy(model.state_dict())

@@ -162,6 +162,10 @@ def test_retrain_head_checks_options_and_cancels():
         N.retrain_head(v, y, v, y, head=head, mask=np.zeros(3))
     with pytest.raises(Cancelled):
         N.retrain_head(v, y, v, y, head=head, mask=np.ones(3), should_stop=lambda: True)
+    seen = []
+    N.retrain_head(v, y, v, y, head=head, mask=np.ones(3), epochs=4, batch_size=10, max_steps=6,
+                   on_step=lambda s, t, loss: seen.append((s, t, loss)))
+    assert [s for s, _, _ in seen] == list(range(1, 7)) and all(t == 6 and np.isfinite(l) for _, t, l in seen)
 
 
 def test_balanced_indices_sample_classes_equally():
