@@ -65,3 +65,49 @@ def test_repair_page_preselects_a_method_that_can_run(tiny_workspace):
     assert not at.button(key="repair_launch").disabled
     assert not at.warning  # no "not applicable" warning on a fresh page
 
+
+def test_an_ended_sweep_does_not_call_its_lost_runs_pending(tiny_workspace, monkeypatch):
+    """A sweep that has ended but whose runs are no longer in the store (the demo's state after a store
+    reset): its grid says so instead of "pending", and the table explains why it is missing."""
+    import dataclasses
+
+    from repair import sweep
+    from repair.loop import TrainConfig
+    from tests.pages.test_sweep_page import page
+    from workspace.core import open_workspace
+    from workspace.targets import Target
+
+    ws = open_workspace(tiny_workspace)
+    sweep_id = sweep.create_sweep(ws, Target(((0, 1),), ws.class_names), ["w-os"],
+                                  config=TrainConfig(epochs=1, batch_size=4, device="cpu", scope="head"),
+                                  rhos=(0.3,), seeds=1)
+    real = sweep.sweep_state
+
+    def ended(ws, job_id, **kw):
+        state = real(ws, job_id, **kw)
+        return dataclasses.replace(state, job={**state.job, "status": "done", "progress": 1.0})
+
+    monkeypatch.setattr(sweep, "sweep_state", ended)
+    at = page(tiny_workspace)
+    assert at.selectbox(key="sweep_pick").value == sweep_id
+    grid = next(d.value for d in at.dataframe if "phase" in d.value.columns)
+    assert grid["status"].iloc[0] == "done"  # the original model: its cached eval
+    assert "pending" not in set(grid["status"]) and set(grid["status"][1:]) == {"not in the store"}
+    assert not any("more runs follow" in c.value for c in at.caption)
+    assert any("ended without a result table" in w.value for w in at.warning)
+
+
+def test_association_heatmap_counts_are_whole_numbers_on_a_neutral_scale():
+    import pandas as pd
+
+    from diagnostics.figures_gradcam import association_heatmap
+
+    df = pd.DataFrame({"class": ["cat", "cat", "dog"], "object": ["grass", "cat", "grass"],
+                       "count": [61, 3, 2], "rate": [0.131, 0.5, 0.25]})
+    counts = association_heatmap(df, value="count", class_names=["cat", "dog"]).data[0]
+    assert sorted(t for t in counts.text.ravel() if t) == ["2", "3", "61"]  # not "61.00"
+    rates = association_heatmap(df, value="rate", class_names=["cat", "dog"]).data[0]
+    assert sorted(t for t in rates.text.ravel() if t) == ["0.13", "0.25", "0.50"]
+    top = rates.colorscale[-1][1]  # the colour of the highest rate, "rgb(r,g,b)"
+    r, _, b = (int(v) for v in top[top.index("(") + 1:-1].split(","))
+    assert b > r  # not red: red means "worse" in this app, and a rate is not a verdict
