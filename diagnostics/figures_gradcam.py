@@ -30,9 +30,13 @@ def association_heatmap(df: pd.DataFrame, *, value: str = "rate", class_names=No
     table = table[objects]
     counts = df.pivot_table(index="class", columns="object", values="count", aggfunc="first")
     counts = counts.reindex(index=table.index, columns=table.columns)
-    text = np.where(np.isnan(table.values), "", np.char.mod("%.2f", np.nan_to_num(table.values)))
+    # counts are whole numbers: "61", not "61.00"
+    text = np.where(np.isnan(table.values), "", np.char.mod("%d" if value == "count" else "%.2f",
+                                                            np.nan_to_num(table.values)))
+    # a neutral scale: a high rate is not in itself bad (a class's own object sits on the diagonal),
+    # and red is kept for "worse" elsewhere in the app
     fig = go.Figure(go.Heatmap(
-        z=table.values, x=list(table.columns), y=list(table.index), colorscale="Reds", zmin=0,
+        z=table.values, x=list(table.columns), y=list(table.index), colorscale="Blues", zmin=0,
         text=text, texttemplate="%{text}", customdata=counts.values, hoverongaps=False,
         hovertemplate="class %{y} <- object %{x}<br>" + value + " %{z:.3f}<br>count %{customdata}<extra></extra>",
         colorbar={"title": value},

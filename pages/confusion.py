@@ -70,7 +70,8 @@ n_pairs = max(len(t["pairs"]), 1)
 top_k = int(st.number_input("Show the top", 1, n_pairs, min(10, n_pairs), key="conf_top"))
 pairs = t["pairs"].head(top_k)
 st.dataframe(pairs.drop(columns=["a_id", "b_id"]).rename(
-    columns={"conf": error_name, "a_to_b": "A→B", "b_to_a": "B→A"}), key="conf_pairs", hide_index=True)
+    columns={"conf": error_name, "a_to_b": "A→B", "b_to_a": "B→A"}), key="conf_pairs", hide_index=True,
+    column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (error_name, "A→B", "B→A")})
 if pairs.empty:
     st.stop()
 labels = {(int(r.a_id), int(r.b_id)): f"{r.a} / {r.b} ({r.conf:.3f})" for r in pairs.itertuples()}

@@ -12,6 +12,7 @@ from diagnostics.report import NOT_COMPUTED
 from diagnostics.run_report import report_path, write_report
 from pages import ui
 from pages.widgets import galleries as G
+from pages.widgets import overview as OV
 from pages.widgets.controls import image_grid, pager
 from workspace.errors import WorkspaceError
 
@@ -61,8 +62,10 @@ with st.expander("Per-class precision, recall and F1 (eval)"):
                                                     for c in ("precision", "recall", "f1")})
 
 st.subheader("Model versions")
-st.dataframe(pd.DataFrame(ws.versions())[["id", "parent", "method", "rho", "targets", "seed", "epochs", "path"]],
-             hide_index=True, key="versions_table")
+st.dataframe(OV.versions_table(ws), hide_index=True, key="versions_table",
+             column_config={"accuracy": st.column_config.NumberColumn(format="%.2f%%"),
+                            "target error": st.column_config.NumberColumn(format="%.4f"),
+                            "rho": st.column_config.NumberColumn(format="%.3g")})
 
 if ws.planted:
     with st.expander("Planted ground truth (demo)"):

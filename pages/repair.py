@@ -31,7 +31,10 @@ with st.expander("Methods: stage, parameter, scopes and applicability", expanded
                            + ("" if r["available"] else f" **Not available here:** {r['reason']}")
                            for r in table.to_dict("records")))
 choices = table[table["kind"] != "baseline"]["method"].tolist()
-method = st.radio("Method", choices, horizontal=True, key="repair_method",
+available = table.set_index("method")["available"]
+# the first method that can run here is preselected: an n/a default would open on a disabled Launch
+first = next((i for i, m in enumerate(choices) if available[m]), 0)
+method = st.radio("Method", choices, index=first, horizontal=True, key="repair_method",
                   format_func=lambda m: m if table.set_index("method").loc[m, "available"] else f"{m} (n/a)")
 row = table.set_index("method").loc[method]
 st.caption(f"**{method}** ({row['stage']} stage, {row['kind']}): {row['description']}")

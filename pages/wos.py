@@ -66,12 +66,13 @@ m3.metric("Changed predictions", f"{len(result.changed):,}")
 m3.markdown(f":green[{result.fixed:,} fixed] · :red[{result.broken:,} broken]")
 
 if suggestion["meets"]:
-    st.success(f"Suggested rho = {suggestion['rho']:.4g}: {suggestion['reason']}.")
+    reason = suggestion["reason"].removeprefix(f"rho = {suggestion['rho']:.4g} ")  # said once, in front
+    st.success(f"Suggested rho = {suggestion['rho']:.4g}: it {reason}.")
     st.button("Move the slider to the suggested rho", key="wos_use_suggested", on_click=w.set_rho,
               args=(suggestion["rho"],))
 else:
-    st.warning(f"No rho from 1 to 1e-4 repairs this target (error −{lambda1:.0%} with at most −{lambda2:.0%} "
-               f"{metric_name}): {suggestion['reason']}.")
+    st.warning(f"No rho from 1 to 1e-4 repairs this target: {suggestion['reason']}. "
+               "Raise λ2 or lower λ1 to accept a rho.")
 
 st.subheader("Trade-off over rho")
 st.plotly_chart(wos_curve_figure(curve, current_rho=rho, suggestion=suggestion, metric=metric), key="wos_curve")

@@ -24,6 +24,7 @@ def reserved_summary(ws, version: str):
     c[0].metric("Reserved samples", f"{reserved.n:,}")
     c[1].metric("From the reserved split", f"{reserved.sources['reserved split']:,}")
     c[2].metric("Confirmed clean on Gradient scores", f"{reserved.sources['confirmed train samples']:,}")
+    st.caption("Reserved samples per class")  # the bar chart has no title of its own
     st.bar_chart(pd.DataFrame({"reserved samples": reserved.per_class}, index=list(ws.class_names)), height=200)
     if reserved.warning():
         st.warning(reserved.warning())

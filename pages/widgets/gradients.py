@@ -172,10 +172,11 @@ def planted_recovery(frame: pd.DataFrame, planted: dict | None) -> None:
         return
     c1, c2 = st.columns(2)
     c1.metric("Flipped labels flagged (this count)", f"{now['flip_recall']:.1%}",
-              delta=f"clean flagged {now['clean_flagged']:.2%}", delta_color="off",
+              delta=f"clean flagged {now['clean_flagged']:.2%}", delta_color="off", delta_arrow="off",
               help=f"demo ground truth: {len(planted['flipped_labels'])} planted flips")
     c2.metric("Flipped labels flagged (paper's rule)", f"{frame.attrs['flip_recall_paper']:.1%}",
-              delta=f"clean flagged {frame.attrs['clean_flagged_paper']:.2%}", delta_color="off")
+              delta=f"clean flagged {frame.attrs['clean_flagged_paper']:.2%}", delta_color="off",
+              delta_arrow="off")
 
 
 def caption(row, names) -> str:

@@ -32,8 +32,10 @@ def class_deltas(ws, found: dict) -> None:
     show = frame.head(60)
     colours = ["#b2182b" if sp else "#7f7f7f" for sp in show["spurious"]]
     fig = go.Figure(go.Bar(x=show["neuron"].astype(str), y=show["delta"], marker_color=colours))
-    fig.update_layout(height=300, xaxis_title="neuron (sorted by delta; red: spurious for every class)",
-                      yaxis_title="delta", margin={"t": 20})
+    # neuron ids are numbers: without a category axis plotly places the bars by id and loses the sort
+    fig.update_layout(height=300, xaxis={"type": "category", "title": "neuron (sorted by delta, largest first; "
+                                                                       "red: spurious for every class)"},
+                      yaxis_title="delta (median activation, wrong − right)", margin={"t": 20})
     st.plotly_chart(fig, key="nt_deltas")
 
 

@@ -9,6 +9,7 @@ from diagnostics.compare import compare_outputs
 from diagnostics.figures_confusion import comparison_heatmap
 from pages import ui
 from pages.widgets import confusion as wc
+from pages.widgets.controls import change
 from repair.figures import curves_figure
 from repair.loop import TrainConfig, estimate_seconds
 from repair.methods import TargetContext, get_method
@@ -138,10 +139,10 @@ def before_after(ws, run: dict, target: Target | None) -> None:
     after = ui.outputs(ws, "eval", run["model_version"])
     cmp = compare_outputs(before, after, run_target.groups if run_target else None)
     c = st.columns(4)
-    c[0].metric("Accuracy", f"{cmp.accuracy[1]:.2%}", f"{cmp.accuracy[1] - cmp.accuracy[0]:+.2%}")
+    c[0].metric("Accuracy", f"{cmp.accuracy[1]:.2%}", **change(cmp.accuracy[1] - cmp.accuracy[0], "+.2%"))
     if cmp.target_error is not None:
         c[1].metric(f"Target error ({run_target.label})", f"{cmp.target_error[1]:.4f}",
-                    f"{cmp.target_error[1] - cmp.target_error[0]:+.4f}", delta_color="inverse")
+                    **change(cmp.target_error[1] - cmp.target_error[0], "+.4f", lower_is_better=True))
     c[2].metric("Fixed (wrong → right)", f"{len(cmp.fixed):,}")
     c[3].metric("Broken (right → wrong)", f"{len(cmp.broken):,}")
     st.plotly_chart(comparison_heatmap(cmp, ws.class_names, rows=wc.heatmap_classes(wc.tables(ws, before)["pairs"],

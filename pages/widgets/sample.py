@@ -157,7 +157,7 @@ def neighbours(ws, split: str, index: int, version: str, info: dict) -> dict | N
             else f"Misclassified but not pivotal {text}.")
     f = box["frame"]
     ui.sample_grid(ws, [(r.split, int(r.index), f"{'❌ ' if not r.correct else ''}{names[r.label]} / "
-                         f"{names[r.pred]} · d={r.distance:.3g}") for r in f.itertuples()], columns=8, width=72)
+                         f"{names[r.pred]} · d={r.distance:.2f}") for r in f.itertuples()], columns=8, width=72)
     return box
 
 
@@ -206,11 +206,14 @@ def reviews(ws, split: str, index: int, version: str) -> None:
     old = ws.store.get_review(MISLABEL_KIND, key, model_version=version)
     with st.container(border=True):
         st.markdown(f"**Is {key} mislabelled?** (for model {version}; shown on Gradient scores and in the report)")
-        st.radio("Verdict", MISLABEL_VERDICTS, horizontal=True, key=f"sample_verdict:{key}",
-                 index=MISLABEL_VERDICTS.index(old["verdict"]) if old and old["verdict"] in MISLABEL_VERDICTS else 0)
+        # no verdict until the user picks one: a preselected "mislabelled" is one click from a wrong review
+        verdict = st.radio("Verdict", MISLABEL_VERDICTS, horizontal=True, key=f"sample_verdict:{key}",
+                           index=MISLABEL_VERDICTS.index(old["verdict"]) if old and old["verdict"] in MISLABEL_VERDICTS
+                           else None)
         st.text_input("Note", value=(old or {}).get("note") or "", key=f"sample_note:{key}")
         st.button("Save review", key="sample_save_review", type="primary", on_click=_save_review,
-                  args=(ws, key, version))
+                  args=(ws, key, version), disabled=verdict is None,
+                  help="Pick a verdict first" if verdict is None else None)
 
 
 def _save_review(ws, key: str, version: str) -> None:

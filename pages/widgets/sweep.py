@@ -17,6 +17,7 @@ from workspace.errors import WorkspaceError
 from workspace.jobs import ACTIVE, format_seconds, job_seconds
 from workspace.targets import Target
 
+MISSING = "not in the store"  # the status shown for a run an ended sweep no longer has
 EXPORTS = (("csv", "CSV", "text/csv", "csv"), ("markdown", "Markdown", "text/markdown", "md"),
            ("latex", "LaTeX", "text/x-tex", "tex"))
 
@@ -97,9 +98,14 @@ def status(ws, job: dict) -> None:
 def grid_view(state: sweep.SweepState) -> None:
     """Every run of the sweep with its status (pending runs included)."""
     grid = state.grid.copy()
+    if state.job["status"] == "done":
+        # an ended sweep runs nothing more: a run still "pending" is gone from the store (deleted or
+        # from an older store), and calling it pending would promise a result that never comes
+        grid.loc[grid["status"] == "pending", "status"] = MISSING
     counts = grid["status"].value_counts().to_dict()
     st.caption(" · ".join(f"{n} {s}" for s, n in counts.items())
-               + ("" if state.complete else " · more runs follow once these finish (w-os search, seeds)"))
+               + ("" if state.complete or state.job["status"] == "done"
+                  else " · more runs follow once these finish (w-os search, seeds)"))
     grid["setting"] = [format_setting(m, None if pd.isna(r) else r) for m, r in zip(grid["method"], grid["rho"])]
     st.dataframe(grid[["setting", "seed", "scope", "phase", "status", "accuracy", "target_error", "run_id", "reused",
                        "selected"]], hide_index=True, key="sweep_grid",
@@ -118,7 +124,11 @@ def tradeoff(state: sweep.SweepState, lambda1: float, lambda2: float) -> None:
 def table(state: sweep.SweepState) -> None:
     """The WR Table 2 layout: mean +- std, ranks, rank sums, p-values, A12 with its letter; exports."""
     if state.table is None:
-        st.info("The table appears once every grid run has finished and each method's rho is selected.")
+        if state.job["status"] == "done":
+            st.warning(f"This sweep has ended without a result table: runs of its grid are {MISSING}. "
+                       "Launch the sweep again to compute them.")
+        else:
+            st.info("The table appears once every grid run has finished and each method's rho is selected.")
         return
     if not state.complete:
         st.caption("Provisional: some seeds are still running.")

@@ -75,7 +75,7 @@ def gallery(ws, rep: RepresentativeSet, table, pivotal: pd.DataFrame, *, k: int,
             wrong = "❌ " if rep.labels[nb] != rep.preds[nb] else ""
             far = "" if dist <= radius else " (beyond d)"
             items.append((rep.splits[nb], int(rep.indices[nb]),
-                          f"{wrong}{names[rep.labels[nb]]} / {names[rep.preds[nb]]}  \nd={dist:.3g}{far}"))
+                          f"{wrong}{names[rep.labels[nb]]} / {names[rep.preds[nb]]}  \nd={dist:.2f}{far}"))
         image_grid(ws, items, width=width)
 
 

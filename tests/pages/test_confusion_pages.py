@@ -217,6 +217,7 @@ def test_wos_suggestion_button_and_bad_targets():
     at.button(key="wos_use_suggested").click().run()
     rho = at.select_slider(key="wos_rho_slider").value
     assert rho < 1.0 and f"Suggested rho = {rho:.4g}" in at.success[0].value
+    assert at.success[0].value.count(f"{rho:.4g}") == 1  # the rho is named once, not twice
     at.text_input(key="wos_targets").set_value("oval,ring,disk").run()
     assert not at.exception
     assert ws_state(at)[ui.TARGET] == {"kind": "bias", "targets": [["oval", "ring", "disk"]]}

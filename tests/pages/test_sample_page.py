@@ -67,7 +67,10 @@ def test_sample_view_of_a_demo_mistake(wrong_sample, demo_ws, demo_eval):
     # reviews: none yet; the form stores a mislabel review for this model version
     assert "No review stored for this image yet." in [c.value for c in at.caption]
     key = f"eval:{index}"
-    at.radio(key=f"sample_verdict:{key}").set_value("mislabelled")
+    assert at.radio(key=f"sample_verdict:{key}").value is None  # no verdict until the user picks one
+    assert at.button(key="sample_save_review").disabled
+    at.radio(key=f"sample_verdict:{key}").set_value("mislabelled").run()
+    assert not at.button(key="sample_save_review").disabled
     at.text_input(key=f"sample_note:{key}").set_value("looks like its prediction")
     at.button(key="sample_save_review").click().run()
     assert not at.exception, at.exception

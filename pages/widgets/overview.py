@@ -1,0 +1,24 @@
+"""Pieces of the Overview page that are worth testing on their own."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from workspace.targets import Target
+
+
+def versions_table(ws) -> pd.DataFrame:
+    """One row per model version, readable: the target as ``a / b``, blanks (not "None") where a
+    field does not apply, and the accuracy and target error the repair run measured on eval."""
+    rows = []
+    for v in ws.versions():
+        target = Target.from_dict(v.get("targets"), ws.class_names)
+        metrics = v.get("metrics") or {}
+        rows.append({"id": v["id"], "parent": v.get("parent") or "", "method": v.get("method") or "",
+                     "target": target.label if target else "", "rho": v.get("rho"), "epochs": v.get("epochs"),
+                     "accuracy": None if metrics.get("accuracy") is None else 100 * metrics["accuracy"],
+                     "target error": metrics.get("target_error"), "path": v["path"]})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["versions_table"]
