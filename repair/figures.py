@@ -17,25 +17,31 @@ from plotly.subplots import make_subplots
 
 
 def curves_figure(metrics: list[dict], *, title: str = "") -> go.Figure:
-    """A run's live curves against epoch: the training loss of every step (top) and the
-    evaluations' accuracy and target error (bottom; epoch 0 = the parent before the run)."""
+    """A run's live curves against epoch: the training loss of every step (top, when the run
+    has step losses; a post-hoc run has none) and the evaluations' accuracy and target error
+    (bottom; epoch 0 = the parent before the run), each on its own axis with 3 decimals."""
     steps = [m for m in metrics if m.get("accuracy") is None and m.get("loss") is not None]
     evals = [m for m in metrics if m.get("accuracy") is not None]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.6],
-                        specs=[[{}], [{"secondary_y": True}]])
     if steps:
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.6],
+                            specs=[[{}], [{"secondary_y": True}]])
         fig.add_trace(go.Scatter(x=[m["epoch"] for m in steps], y=[m["loss"] for m in steps], name="training loss",
                                  mode="lines", line={"width": 1, "color": "#7f7f7f"}), row=1, col=1)
+        fig.update_yaxes(title_text="loss", row=1, col=1)
+        row = 2
+    else:  # no empty loss panel
+        fig = make_subplots(rows=1, cols=1, specs=[[{"secondary_y": True}]])
+        row = 1
     fig.add_trace(go.Scatter(x=[m["epoch"] for m in evals], y=[m["accuracy"] for m in evals], name="accuracy",
-                             mode="lines+markers", line={"color": "#1f77b4"}), row=2, col=1, secondary_y=False)
+                             mode="lines+markers", line={"color": "#1f77b4"}), row=row, col=1, secondary_y=False)
     fig.add_trace(go.Scatter(x=[m["epoch"] for m in evals], y=[m["target_error"] for m in evals],
                              name="target error", mode="lines+markers", line={"dash": "dash", "color": "#d62728"}),
-                  row=2, col=1, secondary_y=True)
-    fig.update_xaxes(title_text="epoch", row=2, col=1)
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", row=2, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="target error", row=2, col=1, secondary_y=True)
-    fig.update_layout(title=title, height=420, margin={"t": 40, "b": 10}, legend={"orientation": "h"})
+                  row=row, col=1, secondary_y=True)
+    fig.update_xaxes(title_text="epoch", row=row, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".3f", row=row, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="target error", tickformat=".3f", row=row, col=1, secondary_y=True)
+    fig.update_layout(title=title, height=420 if steps else 300, margin={"t": 40, "b": 10},
+                      legend={"orientation": "h"})
     return fig
 
 

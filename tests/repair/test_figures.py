@@ -27,3 +27,9 @@ def test_runs_frame_and_tradeoff_region():
     names = [t.name for t in curves.data]
     assert names == ["training loss", "accuracy", "target error"]
     assert list(curves.data[0].y) == [0.7, 0.5] and list(curves.data[2].y) == [0.2, 0.1]
+    # a post-hoc run has no step losses: one panel, no empty loss axes
+    post_hoc = curves_figure([{"epoch": 0, "accuracy": 0.8, "target_error": 0.2, "loss": None},
+                              {"epoch": 1, "accuracy": 0.79, "target_error": 0.1, "loss": None}])
+    assert [t.name for t in post_hoc.data] == ["accuracy", "target error"]
+    assert "yaxis3" not in post_hoc.layout and post_hoc.layout.yaxis.title.text == "accuracy"
+    assert post_hoc.layout.yaxis2.tickformat == ".3f"
