@@ -323,6 +323,7 @@ def retrain_head(
             best.update(sfit=value, epoch=len(record["sfit"]) - 1, state=copy.deepcopy(masked.state_dict()))
 
     optimizer = torch.optim.Adam(masked.parameters(), lr=lr, weight_decay=weight_decay)
+
     def stepped(step: int, total: int, loss: float) -> None:
         if progress is not None:
             progress(step, total)

@@ -570,7 +570,7 @@ class NeuronTune(Method):
 
         return train_neurontune(ws, ctx, config, parent=parent, lam=float(ctx.rho), on_step=on_step,
                                 on_eval=on_eval, should_stop=should_stop, log=log, progress=progress, phase=phase,
-                         probe=probe)
+                                probe=probe)
 
 
 def method_table(model: nn.Module | None = None, ws=None, *, scope: str = "all") -> list[dict]:
