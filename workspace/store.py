@@ -137,6 +137,21 @@ def _encode(value):
     return None if value is None else json.dumps(value)
 
 
+def _wal(db: sqlite3.Connection, *, wait: float = 30.0) -> None:
+    """Switch a store to write-ahead logging. Two processes doing so on a new file at once
+    deadlock on the lock upgrade, and SQLite answers one of them "database is locked" at once,
+    without its busy handler: that one tries again (the other's switch then makes it a no-op)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """The workspace's SQLite database at ``path`` (created with its schema on first use).
 
@@ -166,7 +181,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
+                _wal(db)
                 db.execute("BEGIN IMMEDIATE")  # one process creates or migrates at a time
                 try:
                     fresh = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
