@@ -15,8 +15,12 @@ def summary(found: dict) -> None:
     c = st.columns(4)
     c[0].metric("Neurons", f"{s.deltas.shape[1]:,}")
     c[1].metric("Classes with mistakes and hits", f"{int(s.valid.sum())} of {len(s.valid)}")
-    c[2].metric("Spurious for every class", f"{int(s.spurious_all.sum()):,}")
-    c[3].metric("Spurious for some class", f"{int(s.spurious_any.sum()):,}")
+    c[2].metric("Spurious for every class", f"{int(s.spurious_all.sum()):,}",
+                help="Rule 'all' (the default): a neuron whose delta exceeds lambda in every class; these are "
+                     "zeroed by the neurontune repair.")
+    c[3].metric("Spurious for some class", f"{int(s.spurious_any.sum()):,}",
+                help=f"Rule 'any': a neuron whose delta exceeds lambda ({s.lam:g}) in at least one class. At a "
+                     "small lambda most neurons qualify; only the rule 'any' would zero them.")
     st.caption(f"Scored on the {found['split']} split ({found['outputs'].n:,} samples).")
 
 
