@@ -9,11 +9,16 @@ from workspace.targets import Target
 
 def versions_table(ws) -> pd.DataFrame:
     """One row per model version, readable: the target as ``a / b``, blanks (not "None") where a
-    field does not apply, and the accuracy and target error the repair run measured on eval."""
+    field does not apply, and the accuracy and target error the repair run measured on eval (for a
+    version no run measured, e.g. the loaded model, the accuracy of its cached eval outputs)."""
     rows = []
     for v in ws.versions():
         target = Target.from_dict(v.get("targets"), ws.class_names)
-        metrics = v.get("metrics") or {}
+        metrics = dict(v.get("metrics") or {})
+        if metrics.get("accuracy") is None:  # the loaded model (no run measured it): its cached eval outputs
+            out = ws.cached_outputs("eval", v["id"])
+            if out is not None and out.n:
+                metrics["accuracy"] = float(out.accuracy)
         rows.append({"id": v["id"], "parent": v.get("parent") or "", "method": v.get("method") or "",
                      "target": target.label if target else "", "rho": v.get("rho"), "epochs": v.get("epochs"),
                      "accuracy": None if metrics.get("accuracy") is None else 100 * metrics["accuracy"],

@@ -26,10 +26,11 @@ def test_versions_table_is_readable():
         {"id": "v1-bir", "parent": "orig", "method": "bir", "rho": 0.05, "seed": 0, "epochs": 1,
          "targets": {"kind": "confusion", "targets": [["cat", "fox"]]},
          "metrics": {"accuracy": 0.8125, "target_error": 0.25}, "path": "/m/v1.pt"},
-    ])
+    ], cached_outputs=lambda split, version: SimpleNamespace(n=4, accuracy=0.75) if version == "orig" else None)
     table = OV.versions_table(ws)
     orig, repaired = table.iloc[0], table.iloc[1]
     assert (orig["parent"], orig["method"], orig["target"]) == ("", "", "")
+    assert orig["accuracy"] == pytest.approx(75.0)  # no run measured it: its cached eval outputs
     assert repaired["target"] == "cat / fox"
     assert repaired["accuracy"] == pytest.approx(81.25) and repaired["target error"] == 0.25
     assert "targets" not in table.columns  # the raw JSON column is gone
