@@ -17,6 +17,15 @@ RUN_COLUMNS = ["id", "method", "rho", "targets", "status", "progress", "message"
                "baseline_target_error", "accuracy", "target_error", "model_version", "minutes", "error"]
 
 
+def repaired_region(fig: go.Figure, te0: float, acc0: float, *, top: float, lambda1: float, lambda2: float) -> None:
+    """Shade the *repaired* region of an accuracy vs. target error plot (WR paper, section 2.2.3):
+    target error at most ``(1 - lambda1) * te0`` and accuracy at least ``(1 - lambda2) * acc0``
+    (up to ``top``)."""
+    fig.add_shape(type="rect", x0=0, x1=(1 - lambda1) * te0, y0=(1 - lambda2) * acc0, y1=top,
+                  fillcolor="rgba(44,160,44,0.15)", line={"width": 0}, layer="below")
+    fig.add_annotation(x=0, y=top, text="repaired", showarrow=False, xanchor="left", yanchor="top")
+
+
 def targets_label(targets: dict | None) -> str:
     if not targets:
         return ""
@@ -53,10 +62,8 @@ def tradeoff_figure(frame: pd.DataFrame, *, baseline: dict | None, lambda1: floa
     done = frame[(frame["status"] == "done") & frame["accuracy"].notna()]
     if baseline:
         te0, acc0 = baseline["target_error"], baseline["accuracy"]
-        top = max([acc0, *done["accuracy"].tolist()]) + 0.01
-        fig.add_shape(type="rect", x0=0, x1=(1 - lambda1) * te0, y0=(1 - lambda2) * acc0, y1=top,
-                      fillcolor="rgba(44,160,44,0.15)", line={"width": 0}, layer="below")
-        fig.add_annotation(x=0, y=top, text="repaired", showarrow=False, xanchor="left", yanchor="top")
+        repaired_region(fig, te0, acc0, top=max([acc0, *done["accuracy"].tolist()]) + 0.01, lambda1=lambda1,
+                        lambda2=lambda2)
         fig.add_trace(go.Scatter(x=[te0], y=[acc0], mode="markers+text", name="orig", text=["orig"],
                                  textposition="top center", marker={"symbol": "star", "size": 16, "color": "black"}))
     for method, group in done.groupby("method", sort=True):

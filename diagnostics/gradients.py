@@ -280,6 +280,20 @@ def aggregate_scores(m: np.ndarray, d: np.ndarray, *, lam: float = 1.0) -> np.nd
         return np.exp(log_aggregate_scores(np.log(m), np.log(d), lam=lam))
 
 
+def _score_frame(norms: np.ndarray, log_m: np.ndarray, log_d: np.ndarray, log_scale: np.ndarray, *,
+                 lam: float) -> pd.DataFrame:
+    """The score table from per-sample gradient norms and log M, log D and the class-size log
+    scale: S, then ``p_s = min_j S'(j) / S'(i)`` with ``S' = S x class size`` (see
+    :func:`gradient_scores`), floored at the smallest positive double."""
+    n = len(norms)
+    log_s = log_aggregate_scores(log_m, log_d, lam=lam)
+    log_cmp = log_s + log_scale
+    log_p = (log_cmp.min() - log_cmp) if n else log_cmp
+    p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
+    return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
+                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
+
+
 def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
                     balance_classes: bool = True) -> pd.DataFrame:
     """M, D, S and p_s of every sample, computed per class (PGD paper, section 4).
@@ -316,12 +330,7 @@ def gradient_scores(grads: np.ndarray, labels: np.ndarray, *, lam: float = 1.0,
         log_m[rows] = log_magnitude_scores(norms[rows])
         log_d[rows] = log_direction_scores(grads[rows])
         log_scale[rows] = np.log(len(rows)) if balance_classes else 0.0
-    log_s = log_aggregate_scores(log_m, log_d, lam=lam)
-    log_cmp = log_s + log_scale
-    log_p = (log_cmp.min() - log_cmp) if n else log_cmp
-    p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
-    return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
-                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
+    return _score_frame(norms, log_m, log_d, log_scale, lam=lam)
 
 
 # ---- the same scores without storing any gradient (last layer, closed form) -----------------
@@ -534,12 +543,7 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
     finally:
         for reader in readers:
             reader.close()
-    log_s = log_aggregate_scores(log_m, log_d, lam=lam)
-    log_cmp = log_s + log_scale
-    log_p = (log_cmp.min() - log_cmp) if n else log_cmp
-    p_s = np.maximum(np.exp(log_p), np.finfo(np.float64).tiny)
-    return pd.DataFrame({"grad_norm": norms, "M": np.exp(log_m), "D": np.exp(log_d), "S": np.exp(log_s),
-                         "p_s": p_s, "log_p_s": log_p, "log_M": log_m, "log_D": log_d, "log_S": log_s})
+    return _score_frame(norms, log_m, log_d, log_scale, lam=lam)
 
 
 # ---- noise split (PGD section 5, eq. 2) ----------------------------------------------------

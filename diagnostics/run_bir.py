@@ -28,7 +28,7 @@ from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import Progress
-from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress, write_output
+from workspace.cli import UsageError, check_output, finite_float, open_from_args, tqdm_progress, write_output
 from workspace.errors import WorkspaceError
 from workspace.tensors import decode_split, normalise
 
@@ -258,11 +258,7 @@ def _args(p) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    if out.exists():
-        raise UsageError(f"{out} exists; refusing to overwrite it (choose another --out)")
-    if not out.parent.is_dir():
-        raise UsageError(f"folder {out.parent} does not exist")
+    out = check_output(args.out)  # before the long computation
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     ws = open_from_args(args)

@@ -35,7 +35,7 @@ from diagnostics.registry import Diagnostic, register_diagnostic
 from workspace import jobs
 from workspace.artifacts import content_key
 from workspace.cache import InferenceOutputs, Progress, make_loader, run_inference
-from workspace.cli import UsageError, finite_float, open_from_args, tqdm_progress, write_output
+from workspace.cli import UsageError, check_output, finite_float, open_from_args, tqdm_progress, write_output
 from workspace.errors import WorkspaceError
 
 SCORES_FORMAT = 6  # bump when a formula changes: invalidates stored score tables
@@ -392,11 +392,7 @@ def _gradients_args(p) -> None:
 
 def run_gradients(args: argparse.Namespace) -> dict:
     """The gradients verb: write the score table as CSV and report the flags and p_s."""
-    out = Path(args.out)
-    if out.exists():
-        raise UsageError(f"{out} exists; refusing to overwrite it (choose another --out)")
-    if not out.parent.is_dir():
-        raise UsageError(f"folder {out.parent} does not exist")
+    out = check_output(args.out)  # before the long computation
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     if args.lam < 0:

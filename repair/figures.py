@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from diagnostics.figures_runs import repaired_region
+
 
 def curves_figure(metrics: list[dict], *, title: str = "") -> go.Figure:
     """A run's live curves against epoch: the training loss of every step (top, when the run
@@ -71,10 +73,8 @@ def sweep_figure(grid: pd.DataFrame, *, original: dict | None, baseline: str, la
     done = grid[(grid["status"] == "done") & grid["accuracy"].notna() & grid["run_id"].notna()]
     if original:
         te0, acc0 = original["target_error"], original["accuracy"]
-        top = max([acc0, *done["accuracy"].tolist()]) + 0.005
-        fig.add_shape(type="rect", x0=0, x1=(1 - lambda1) * te0, y0=(1 - lambda2) * acc0, y1=top,
-                      fillcolor="rgba(44,160,44,0.15)", line={"width": 0}, layer="below")
-        fig.add_annotation(x=0, y=top, text="repaired", showarrow=False, xanchor="left", yanchor="top")
+        repaired_region(fig, te0, acc0, top=max([acc0, *done["accuracy"].tolist()]) + 0.005, lambda1=lambda1,
+                        lambda2=lambda2)
     palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Dark24
     methods = list(dict.fromkeys(grid["method"][grid["run_id"].notna()]))
     colour = {m: palette[i % len(palette)] for i, m in enumerate(methods)}

@@ -364,6 +364,14 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
             order = distributed.shard(order[:len(order) - len(order) % world])
         return source.batches(order, generator, batch_size=batch, drop_last=drop_last)
 
+    def forward(x):
+        """Logits, and the embeddings when the method reads them."""
+        if tap is None:
+            return net(x), None
+        with tap.attached():
+            logits = net(x)
+        return logits, tap.value
+
     def loss_fn(batch_):
         x, index, ok = batch_
         ok = ok.bool()
@@ -378,23 +386,14 @@ def _finetune_images(ws, method, ctx, config, *, parent, device, generator, reco
             okt = okt.bool()
             x = torch.cat([x, xt[okt.to(xt.device)].to(device, non_blocking=True)])
             y = torch.cat([y, _labels(ws, it[okt], device)])
-            if tap is not None:
-                with tap.attached():
-                    logits = net(x)
-                emb = tap.value
-            else:
-                logits = net(x)
+            logits, emb = forward(x)
         elif extra is not None:
             xt, _, okt = next(extra)
             x = torch.cat([x, xt[okt.bool().to(xt.device)].to(device, non_blocking=True)])
             with weighted_bn(model, n):
                 logits = net(x)[:n]  # only the regular batch's loss (WR Figure 6)
-        elif tap is not None:
-            with tap.attached():
-                logits = net(x)
-            emb = tap.value
         else:
-            logits = net(x)
+            logits, emb = forward(x)
         return method.loss(logits.float(), y, None if emb is None else emb.float(), ctx), n
 
     def on_eval(epoch, step, loss):

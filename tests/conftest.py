@@ -68,6 +68,19 @@ TINY_FACTORY = textwrap.dedent('''
 ''')
 
 
+def mapping_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:          # a mapping header line
+                inside = len(head) >= 6 and head[-1] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
 def write_imagefolder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 4, size: int = 12,
                       seed: int = 0) -> None:
     """Small PNGs whose mean colour depends on the class (so a model can learn them)."""
@@ -83,20 +96,20 @@ def write_imagefolder(root: Path, classes=("cat", "dog", "fox"), per_class: int 
             Image.fromarray(img).save(root / name / f"{i:03d}.png")
 
 
-@pytest.fixture
-def tiny_workspace(tmp_path) -> Path:
-    """A user workspace: ImageFolder PNGs, a factory model file and its weights."""
-    write_imagefolder(tmp_path / "data" / "train")
-    write_imagefolder(tmp_path / "data" / "test", per_class=3, seed=1)
-    (tmp_path / "tinynet.py").write_text(TINY_FACTORY)
+def write_tiny_workspace(root: Path, *, train_per_class: int = 4, test_per_class: int = 3) -> Path:
+    """A user workspace under ``root``: ImageFolder PNGs of cat/dog/fox, a factory model file and
+    its seeded weights. Returns its workspace.toml."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("tinynet_fixture", tmp_path / "tinynet.py")
+    write_imagefolder(root / "data" / "train", per_class=train_per_class)
+    write_imagefolder(root / "data" / "test", per_class=test_per_class, seed=1)
+    (root / "tinynet.py").write_text(TINY_FACTORY)
+    spec = importlib.util.spec_from_file_location("tinynet_fixture", root / "tinynet.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.manual_seed(0)
-    torch.save(module.build(3).state_dict(), tmp_path / "weights.pth")
-    (tmp_path / "workspace.toml").write_text(textwrap.dedent('''
+    torch.save(module.build(3).state_dict(), root / "weights.pth")
+    (root / "workspace.toml").write_text(textwrap.dedent('''
         name = "tiny"
         task = "single_label"
         [model]
@@ -111,7 +124,13 @@ def tiny_workspace(tmp_path) -> Path:
         mean = [0.5, 0.5, 0.5]
         std = [0.25, 0.25, 0.25]
     '''))
-    return tmp_path / "workspace.toml"
+    return root / "workspace.toml"
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path) -> Path:
+    """A user workspace: ImageFolder PNGs, a factory model file and its weights."""
+    return write_tiny_workspace(tmp_path)
 
 
 NOBN_FACTORY = textwrap.dedent('''

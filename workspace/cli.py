@@ -94,6 +94,21 @@ def tqdm_progress(desc: str):
             bar.close()
 
 
+def check_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an output file up front (before any long computation): one that exists (without
+    ``overwrite``) or whose folder does not. Returns ``path`` as a Path.
+
+    Raises:
+        UsageError: one line naming the file or the folder.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; refusing to overwrite it (choose another name)")
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist")
+    return path
+
+
 def write_output(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Write a file the user asked for (``--out``) so that a failure never leaves part of it.
 
@@ -113,11 +128,7 @@ def write_output(path: str | Path, write: Callable[[Path], None], *, overwrite: 
         WorkspaceError: the file exists (without ``overwrite``), its folder does not, or the
             write fails (disk full, read-only folder): one line; nothing is left behind.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists; refusing to overwrite it (choose another name)")
-    if not path.parent.is_dir():
-        raise UsageError(f"folder {path.parent} does not exist")
+    path = check_output(path, overwrite=overwrite)
     tmp = None
     try:
         name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"

@@ -130,7 +130,8 @@ def gradient_inputs(rows: int, k: int = 1000, d: int = 2048, seed: int = 0) -> P
     return folder
 
 
-_GRADIENT_CHILD = """
+#: the start of every measuring child process: imports and its own peak memory
+_CHILD_PRELUDE = """
 import json, resource, sys, time
 import numpy as np
 
@@ -142,6 +143,9 @@ def _peak_mb():
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+_GRADIENT_CHILD = _CHILD_PRELUDE + """
 from diagnostics.gradients import compensated_loss, last_layer_scores
 folder = sys.argv[1]
 probs = np.load(folder + "/probs.npy", mmap_mode="r")
@@ -216,18 +220,7 @@ def weakspot_inputs(n: int, d: int = 256, classes: int = 1000, latent: int = 48,
     return folder
 
 
-_WEAKSPOT_CHILD = """
-import json, resource, sys, time
-import numpy as np
-
-def _peak_mb():
-    # VmHWM: this process's own peak. ru_maxrss also counts the launching process's peak
-    # (Linux carries the pre-exec high-water mark over), so it is only the fallback.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_WEAKSPOT_CHILD = _CHILD_PRELUDE + """
 from diagnostics.neighbours import build_index, search_neighbours
 x = np.load(sys.argv[1] + "/embeddings.npy", mmap_mode="r")
 queries = np.sort(np.random.default_rng(1).choice(len(x), int(sys.argv[2]), replace=False))

@@ -14,6 +14,7 @@ import pytest
 
 from diagnostics import gradients as G
 from workspace.errors import WorkspaceError
+from tests.conftest import mapping_rss_kb
 
 COLUMNS = ["grad_norm", "M", "D", "S", "p_s", "log_p_s", "log_M", "log_D", "log_S"]
 
@@ -92,18 +93,6 @@ def test_equals_the_float64_reference_on_random_inputs(monkeypatch, gram_rows):
     np.testing.assert_allclose(G.last_layer_scores(p32, labels, e32)["log_p_s"], loose["log_p_s"], rtol=1e-4, atol=1e-4)
 
 
-def _mapping_rss_kb(path) -> int:
-    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
-    total, inside = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if head and "-" in head[0] and len(head) >= 5:          # a mapping header line
-                inside = len(head) >= 6 and head[-1] == str(path)
-            elif inside and head[0] == "Rss:":
-                total += int(head[1])
-    return total
-
 
 def test_memmapped_inputs_are_read_from_the_file_not_through_the_mapping(tmp_path):
     probs, labels, emb = _dyadic(3000, 8, 64, seed=3)
@@ -118,9 +107,9 @@ def test_memmapped_inputs_are_read_from_the_file_not_through_the_mapping(tmp_pat
     if os.path.exists("/proc/self/smaps"):
         # pages read through a mapping would be resident in this process: none were
         path = str((tmp_path / "emb.npy").resolve())
-        assert _mapping_rss_kb(path) < 16
+        assert mapping_rss_kb(path) < 16
         me[::7].sum()                                # touching them does show (the probe works)
-        assert _mapping_rss_kb(path) > 100
+        assert mapping_rss_kb(path) > 100
 
 
 def test_memmap_views_are_read_at_the_right_place(tmp_path):

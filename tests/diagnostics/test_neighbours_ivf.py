@@ -9,6 +9,7 @@ import pytest
 import diagnostics.neighbours as nb
 from diagnostics.neighbours import build_index, choose_ivf, exact_neighbours, search_neighbours
 from workspace.errors import WorkspaceError
+from tests.conftest import mapping_rss_kb
 
 
 def _clusters(n=4000, d=16, k=20, seed=0):
@@ -114,18 +115,6 @@ def test_non_finite_rows_in_a_later_block_are_refused(monkeypatch):
             build_index(x, kind=kind, nlist=4)
 
 
-def _mapping_rss_kb(path) -> int:
-    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
-    total, inside = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if head and "-" in head[0] and len(head) >= 5:          # a mapping header line
-                inside = len(head) >= 6 and head[-1] == str(path)
-            elif inside and head[0] == "Rss:":
-                total += int(head[1])
-    return total
-
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
 def test_a_memmap_is_not_left_resident_after_indexing_and_search(tmp_path):
@@ -136,6 +125,6 @@ def test_a_memmap_is_not_left_resident_after_indexing_and_search(tmp_path):
     for kind in ("flat", "ivf"):
         index = build_index(m, kind=kind, storage="sq8")
         search_neighbours(index, m, np.arange(0, 20000, 7), 10)
-        assert _mapping_rss_kb(path) < 64, kind
+        assert mapping_rss_kb(path) < 64, kind
     m[::5].sum()                                        # the probe does see pages read through it
-    assert _mapping_rss_kb(path) > 1000
+    assert mapping_rss_kb(path) > 1000

@@ -16,42 +16,14 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, write_imagefolder
+from tests.conftest import REPO, write_tiny_workspace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ddp_workspace(tmp_path_factory):
-    import importlib.util
-    import textwrap
-
-    from tests.conftest import TINY_FACTORY
-
-    root = tmp_path_factory.mktemp("ddp")
-    write_imagefolder(root / "data" / "train", per_class=16)
-    write_imagefolder(root / "data" / "test", per_class=6, seed=1)
-    (root / "tinynet.py").write_text(TINY_FACTORY)
-    spec = importlib.util.spec_from_file_location("tinynet_ddp", root / "tinynet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.manual_seed(0)
-    torch.save(module.build(3).state_dict(), root / "weights.pth")
-    (root / "workspace.toml").write_text(textwrap.dedent('''
-        name = "ddp"
-        [model]
-        factory = "tinynet:build"
-        weights = "weights.pth"
-        [data]
-        format = "imagefolder"
-        train = "data/train"
-        eval = "data/test"
-        [transform]
-        resize = 12
-        mean = [0.5, 0.5, 0.5]
-        std = [0.25, 0.25, 0.25]
-    '''))
-    return root / "workspace.toml"
+    return write_tiny_workspace(tmp_path_factory.mktemp("ddp"), train_per_class=16, test_per_class=6)
 
 
 def _run(workspace, method, nproc):
