@@ -522,7 +522,9 @@ class BIR(Method):
     description = ("BIR: a clean reserved set picks the layers that learn from clean data (phi); train samples "
                    "phi finds worse are aligned (an energy step) and soft-relabelled, and those layers are "
                    "retrained on them plus as many others (\"Retaining Beneficial Information from Detrimental "
-                   "Data for DNN Repair\", Algorithm 1). The target is only evaluated, not optimised.")
+                   "Data for DNN Repair\", Algorithm 1) until the loss on 10 % held-out train samples stops "
+                   "falling, its best epoch kept (theta's weights when none is better). The target is only "
+                   "evaluated, not optimised.")
 
     def applicability(self, model=None, ws=None, scope="all"):
         reason = self.scope_reason(scope)

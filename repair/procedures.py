@@ -7,7 +7,8 @@ sweep and the pages treat them like any other method.
 * :func:`train_bir`: the stored identification (layer subset, phi) and scores of
   :mod:`diagnostics.run_bir`, the detrimental set at the run's threshold, then the treatment
   (energy-aligned, soft-relabelled detrimental samples plus as many others, the chosen layers
-  retrained until the loss stops falling). One evaluation at the end.
+  retrained until the loss on held-out train samples stops falling, its best epoch kept). One
+  evaluation at the end.
 * :func:`train_neurontune`: neuron scores on the held-out split (:mod:`diagnostics.run_neurons`),
   the spurious set at lambda (rule "all"), the head retrained behind the neuron mask on the cached
   train embeddings with class-balanced sampling and selected by SFit; the masked head is part of the
@@ -26,6 +27,8 @@ from workspace.errors import WorkspaceError
 from workspace.models import select_device
 from workspace.training import seed_everything
 
+VALIDATION_MAX = 5000  # held-out train samples for BIR's treatment stop (10 % of the split up to this)
+
 
 def _record(history, on_eval, outputs, ctx, *, epoch: float, step: int, loss, log):
     metric = {"epoch": round(float(epoch), 4), "step": int(step), "loss": loss, **eval_metrics(outputs, ctx)}
@@ -34,6 +37,12 @@ def _record(history, on_eval, outputs, ctx, *, epoch: float, step: int, loss, lo
         log(f"epoch {epoch:.2f}: accuracy {metric['accuracy']:.4f}, target error {metric['target_error']:.4f}")
     if on_eval:
         on_eval(metric)
+
+
+def held_out(n: int, *, seed: int) -> np.ndarray:
+    """Sorted positions of 10 % of ``n`` train samples (at least 1, at most VALIDATION_MAX), seeded."""
+    size = min(max(n // 10, 1), VALIDATION_MAX, n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int64)
 
 
 def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, on_eval=None, should_stop=None,
@@ -54,11 +63,18 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
     found = run_bir.identification(ws, parent, max_epochs=max_epochs, progress=progress, should_stop=should_stop)
     phase("scoring the train split (phi against theta)")
     frame = run_bir.raw_scores(ws, parent, found=found, progress=progress, should_stop=should_stop)
-    causes = frame["index"].to_numpy()[bir.select_causes(frame["score"].to_numpy(), threshold=threshold)]
-    rest = frame["index"].to_numpy()[bir.sample_remaining(len(frame), np.flatnonzero(
-        np.isin(frame["index"].to_numpy(), causes)), seed=config.seed)]
+    index, score = frame["index"].to_numpy(), frame["score"].to_numpy()
+    # the held-out samples that stop the treatment and pick its epoch (bir.treat): 10 % of the
+    # train split (at most VALIDATION_MAX), drawn uniformly *before* the selection, as the
+    # paper's A.3 splits off its validation data; drawn from what the selection leaves, they
+    # would be the samples phi finds easier and would favour any move towards phi
+    held_pos = held_out(len(frame), seed=config.seed + 1)
+    pool = np.setdiff1d(np.arange(len(frame)), held_pos)
+    chosen = bir.select_causes(score[pool], threshold=threshold)
+    cause_pos, rest_pos = pool[chosen], pool[bir.sample_remaining(len(pool), chosen, seed=config.seed)]
+    causes, rest, held = index[cause_pos], index[rest_pos], index[held_pos]
     log(f"bir: layers {found['chosen']}; {len(causes):,} detrimental train samples at threshold {threshold:.4g} "
-        f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in")
+        f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in, {len(held):,} held out to stop")
     phase("preparing the data (all scope)")
     pixels = run_bir._pixels(ws, "train", progress)
     t = ws.config.transform
@@ -71,7 +87,13 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
 
     treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
                           lr=1e-3, batch_size=64, max_epochs=max_epochs, seed=config.seed, device=device,
-                          on_step=on_step, max_steps=config.max_steps, should_stop=should_stop)
+                          on_step=on_step, max_steps=config.max_steps, should_stop=should_stop,
+                          validation=tensors(held) if len(held) else None)
+    if treatment.val_losses:
+        kept = ("theta's own weights: no epoch lowered it" if treatment.best_epoch == 0
+                else f"the weights of epoch {treatment.best_epoch}")
+        log(f"bir: held-out loss {treatment.val_losses[0]:.4f} before, "
+            + ", ".join(f"{v:.4f}" for v in treatment.val_losses[1:]) + f" after each epoch; kept {kept}")
     model = treatment.model
     outputs = evaluate(ws, model, device)
     history: list[dict] = []

@@ -289,6 +289,37 @@ def test_treatment_reports_its_losses_and_keeps_a_step_budget(toy):
     assert progress[-1] == (7, 7)
 
 
+def test_treatment_keeps_theta_when_no_epoch_helps_the_validation_set(toy):
+    # treatment data labelled 0 and validation labelled 1 on the same inputs: every epoch
+    # raises the validation loss, so theta's own weights (epoch 0) come back unchanged
+    model, x, y = toy
+    theta = copy.deepcopy(model.state_dict())
+    zeros, ones = torch.zeros(20, dtype=torch.int64), torch.ones(20, dtype=torch.int64)
+    out = bir.treat(model, model, (x[:0], y[:0]), (x[:20], zeros), subset=_subset(model, "fc"), lr=0.05,
+                    max_epochs=10, patience=2, validation=(x[:20], ones))
+    assert out.best_epoch == 0 and out.stopped_early and out.epochs == 2  # stopped after 2 worse epochs
+    assert len(out.val_losses) == 3 and out.val_losses[1] > out.val_losses[0] < out.val_losses[2]
+    for key, value in out.model.state_dict().items():
+        assert torch.equal(value, theta[key]), key
+
+
+def test_treatment_keeps_the_epoch_with_the_lowest_validation_loss(toy):
+    model, x, y = toy
+    out = bir.treat(model, model, (x[:0], y[:0]), (x[:40], y[:40]), subset=_subset(model, "fc"), lr=0.05,
+                    max_epochs=6, patience=10, validation=(x[:40], y[:40]))
+    assert len(out.val_losses) == 7 and out.epochs == 6
+    best = int(np.argmin(out.val_losses))
+    assert best > 0 and out.best_epoch == best
+    kept = bir.mean_loss(out.model, (x[:40], y[:40]))
+    assert kept == pytest.approx(out.val_losses[best], rel=1e-6)
+
+
+def test_treatment_without_validation_follows_the_training_loss(toy):
+    model, x, y = toy
+    out = bir.treat(model, model, (x[:0], y[:0]), (x[:8], y[:8]), subset=_subset(model, "fc"), max_epochs=2)
+    assert out.val_losses == [] and out.best_epoch is None
+
+
 def test_treatment_from_batch_sources(toy):
     model, x, y = toy
     theta = copy.deepcopy(model.state_dict())
