@@ -8,6 +8,7 @@ from pages.widgets import repair as W
 from repair import runs
 from diagnostics.figures_runs import runs_frame, tradeoff_figure
 from repair.methods import SCOPE_HELP, SCOPES, baseline_methods, get_method, method_table
+from repair.selection import format_setting
 from workspace.errors import WorkspaceError
 
 ws = ui.workspace()
@@ -104,7 +105,7 @@ if not finished:
                "change, fixed and broken images.")
 else:
     pick = st.selectbox("Run", finished, key="repair_compare_run",
-                        format_func=lambda r: f"run {r['id']}: {r['method']} rho {r['rho']} -> {r['model_version']}")
+                        format_func=lambda r: f"run {r['id']}: {format_setting(r['method'], r['rho'])} -> {r['model_version']}")
     W.live_curves(ws, pick)
     W.before_after(ws, pick, target)
     st.caption(f"Switch the sidebar's model version to {pick['model_version']} to inspect it on every page.")

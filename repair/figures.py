@@ -18,6 +18,14 @@ from plotly.subplots import make_subplots
 from diagnostics.figures_runs import repaired_region
 
 
+def _flat_range(values) -> list[float] | None:
+    """A +-0.01 axis around a curve that never moves (plotly would span +-0.5: accuracy up to 1.5)."""
+    values = [v for v in values if v is not None]
+    if values and max(values) == min(values):
+        return [values[0] - 0.01, values[0] + 0.01]
+    return None
+
+
 def curves_figure(metrics: list[dict], *, title: str = "") -> go.Figure:
     """A run's live curves against epoch: the training loss of every step (top, when the run
     has step losses; a post-hoc run has none) and the evaluations' accuracy and target error
@@ -40,8 +48,10 @@ def curves_figure(metrics: list[dict], *, title: str = "") -> go.Figure:
                              name="target error", mode="lines+markers", line={"dash": "dash", "color": "#d62728"}),
                   row=row, col=1, secondary_y=True)
     fig.update_xaxes(title_text="epoch", row=row, col=1)
-    fig.update_yaxes(title_text="accuracy", tickformat=".3f", row=row, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="target error", tickformat=".3f", row=row, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="accuracy", tickformat=".3f", row=row, col=1, secondary_y=False,
+                     range=_flat_range([m["accuracy"] for m in evals]))
+    fig.update_yaxes(title_text="target error", tickformat=".3f", row=row, col=1, secondary_y=True,
+                     range=_flat_range([m["target_error"] for m in evals]))
     fig.update_layout(title=title, height=420 if steps else 300, margin={"t": 40, "b": 10},
                       legend={"orientation": "h"})
     return fig

@@ -18,6 +18,7 @@ sweep and the pages treat them like any other method.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from workspace.errors import WorkspaceError
 from workspace.models import select_device
 from workspace.training import seed_everything
 
+TREAT_BATCH = 64  # BIR A.3's CIFAR-10 batch size
 VALIDATION_MAX = 5000  # held-out train samples for BIR's treatment stop (10 % of the split up to this)
 
 
@@ -85,9 +87,11 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
         return (normalise(torch.from_numpy(np.asarray(pixels.images[rows])), t.mean, t.std),
                 torch.as_tensor(labels[rows], dtype=torch.int64))
 
+    per_epoch = math.ceil((len(causes) + len(rest)) / TREAT_BATCH)
+    stepped = None if on_step is None else lambda s, total, loss: on_step(s, total, loss, epoch=s / per_epoch)
     treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
-                          lr=1e-3, batch_size=64, max_epochs=max_epochs, seed=config.seed, device=device,
-                          on_step=on_step, max_steps=config.max_steps, should_stop=should_stop,
+                          lr=1e-3, batch_size=TREAT_BATCH, max_epochs=max_epochs, seed=config.seed, device=device,
+                          on_step=stepped, max_steps=config.max_steps, should_stop=should_stop,
                           validation=tensors(held) if len(held) else None)
     if treatment.val_losses:
         kept = ("theta's own weights: no epoch lowered it" if treatment.best_epoch == 0

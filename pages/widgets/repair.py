@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -13,6 +14,7 @@ from pages.widgets.controls import change
 from repair.figures import curves_figure
 from repair.loop import TrainConfig, estimate_seconds
 from repair.methods import TargetContext, get_method
+from repair.selection import format_setting
 from workspace.errors import Cancelled, WorkspaceError
 from workspace.jobs import ACTIVE, format_seconds, job_seconds
 from workspace.targets import Target
@@ -104,8 +106,8 @@ def run_status(ws, run: dict) -> None:
     """Progress (elapsed, ETA), message, log tail and a cancel button of one queued/running run."""
     from workspace import jobs
 
-    head = f"Run {run['id']}: {run['method']} (rho {run['rho']}, {(run['config'] or {}).get('scope', 'all')} scope)" \
-           f" is {run['status']}"
+    head = (f"Run {run['id']}: {format_setting(run['method'], run['rho'])}, "
+            f"{(run['config'] or {}).get('scope', 'all')} scope, is {run['status']}")
     elapsed = job_seconds(run)
     eta = "" if run["eta"] is None else f" · ETA {format_seconds(run['eta'])}"
     st.progress(float(run["progress"] or 0.0),
@@ -129,6 +131,9 @@ def live_curves(ws, run: dict) -> None:
                         key=f"repair_curves_{run['id']}")
     else:
         st.caption(f"Run {run['id']}: no training step or evaluation yet.")
+    if run["status"] not in ACTIVE and run.get("log_tail"):
+        with st.expander(f"Run {run['id']}'s log"):
+            st.code(run["log_tail"], language=None)
 
 
 def before_after(ws, run: dict, target: Target | None) -> None:
@@ -145,6 +150,10 @@ def before_after(ws, run: dict, target: Target | None) -> None:
                     **change(cmp.target_error[1] - cmp.target_error[0], "+.4f", lower_is_better=True))
     c[2].metric("Fixed (wrong → right)", f"{len(cmp.fixed):,}")
     c[3].metric("Broken (right → wrong)", f"{len(cmp.broken):,}")
+    if not cmp.changed and not np.abs(cmp.change).max(initial=0.0) > 0:
+        st.info(f"{run['model_version']} makes the same predictions as {run['parent_version'] or 'orig'} on all "
+                f"{cmp.n:,} eval images: nothing to compare (the run's log above says why).")
+        return
     st.plotly_chart(comparison_heatmap(cmp, ws.class_names, rows=wc.heatmap_classes(wc.tables(ws, before)["pairs"],
                                                                                    ws.num_classes),
                                        title="after − before (rates; green = better)"), key="repair_confusion_diff")

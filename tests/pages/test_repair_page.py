@@ -48,7 +48,7 @@ def test_launch_see_progress_and_cancel(tiny_workspace):
         run = ws.store.get_run(1)
     at.run()
     texts = [p.proto.text for p in at.get("progress")]
-    assert any(t.startswith("Run 1: w-aug (rho 0.3, all scope) is running") and "ETA" in t for t in texts), texts
+    assert any(t.startswith("Run 1: w-aug(0.3), all scope, is running") and "ETA" in t for t in texts), texts
     at.button(key="repair_cancel_1").click().run()
     assert ws.store.get_run(1)["cancel_requested"] == 1
     while time.time() < deadline and ws.store.get_run(1)["status"] != "cancelled":

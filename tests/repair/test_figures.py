@@ -33,3 +33,12 @@ def test_runs_frame_and_tradeoff_region():
     assert [t.name for t in post_hoc.data] == ["accuracy", "target error"]
     assert "yaxis3" not in post_hoc.layout and post_hoc.layout.yaxis.title.text == "accuracy"
     assert post_hoc.layout.yaxis2.tickformat == ".3f"
+    assert post_hoc.layout.yaxis.range is None   # moving curves keep plotly's own range
+
+
+def test_curves_of_a_run_that_changed_nothing_keep_a_narrow_axis():
+    # a run that kept its parent's weights: accuracy 0.823 twice must not span 0.323..1.323
+    flat = curves_figure([{"epoch": 0, "accuracy": 0.823, "target_error": 0.25, "loss": None},
+                          {"epoch": 2, "accuracy": 0.823, "target_error": 0.25, "loss": None}])
+    assert tuple(flat.layout.yaxis.range) == (0.813, 0.833)
+    assert tuple(round(v, 6) for v in flat.layout.yaxis2.range) == (0.24, 0.26)
