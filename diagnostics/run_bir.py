@@ -122,6 +122,12 @@ def reserved_set(ws, version: str = "orig", *, use_split: bool = True, use_confi
     return Reserved(torch.cat(xs), y, sources, np.bincount(y.numpy(), minlength=ws.num_classes))
 
 
+def _slot(version: str, settings: dict) -> str:
+    """One artifact slot per version *and* settings: a quick run's one-epoch identification must
+    not replace the page's (a slot keeps only its newest key)."""
+    return f"{version}-{content_key(settings)[:8]}"
+
+
 def _key(ws, version: str, reserved: Reserved, settings: dict) -> str:
     fingerprint = content_key(reserved.y.numpy().tolist(), float(reserved.x.double().sum()))
     return content_key(ws.outputs_key("train", version), fingerprint, settings)
@@ -141,7 +147,7 @@ def identification(ws, version: str = "orig", *, reserved: Reserved | None = Non
 
     reserved = reserved or reserved_set(ws, version, progress=progress)
     settings = {"lr": lr, "batch_size": batch_size, "patience": patience, "max_epochs": max_epochs, "bn": "frozen"}
-    key = _key(ws, version, reserved, settings)
+    key, slot = _key(ws, version, reserved, settings), _slot(version, settings)
     model = ws.model(version)
     units = model_units(model, ws.example_input(), ws.num_classes)
     subsets = bir.candidate_subsets(units)
@@ -150,22 +156,22 @@ def identification(ws, version: str = "orig", *, reserved: Reserved | None = Non
         found = bir.identify_layers(model, (reserved.x, reserved.y), subsets=subsets, lr=lr, batch_size=batch_size,
                                     patience=patience, max_epochs=max_epochs, device=select_device(device),
                                     progress=progress, should_stop=should_stop)
-        ws.artifacts.save("bir-phi", key, found.phi_state(), slot=version)
+        ws.artifacts.save("bir-phi", key, found.phi_state(), slot=slot)
         return {"subsets": [s.name for s in found.subsets], "losses": found.losses,
                 "initial_loss": found.initial_loss, "chosen": found.chosen.name, "phi_loss": found.phi_loss,
                 "epochs": found.epochs, "key": key}
 
-    info = ws.artifacts.get_or_compute("bir-identification", key, compute, slot=version,
+    info = ws.artifacts.get_or_compute("bir-identification", key, compute, slot=slot,
                                        version=IDENTIFICATION_FORMAT)
-    state = ws.artifacts.load("bir-phi", key, slot=version)
+    state = ws.artifacts.load("bir-phi", key, slot=slot)
     if state is None:  # the phi weights went missing: identify again
-        info = ws.artifacts.get_or_compute("bir-identification", key, compute, slot=version,
+        info = ws.artifacts.get_or_compute("bir-identification", key, compute, slot=slot,
                                            version=IDENTIFICATION_FORMAT, rebuild=True)
-        state = ws.artifacts.load("bir-phi", key, slot=version)
+        state = ws.artifacts.load("bir-phi", key, slot=slot)
     phi = ws.load_model(version)
     phi.load_state_dict(state)
     chosen = next(s for s in subsets if s.name == info["chosen"])
-    return {**info, "phi": phi.eval(), "subset": chosen, "reserved": reserved}
+    return {**info, "phi": phi.eval(), "subset": chosen, "reserved": reserved, "slot": slot}
 
 
 def raw_scores(ws, version: str = "orig", *, found: dict | None = None, device: str = "auto",
@@ -192,7 +198,7 @@ def raw_scores(ws, version: str = "orig", *, found: dict | None = None, device: 
         s = bir.cause_scores(np.asarray(theta.logits), logits_phi, np.asarray(theta.labels))
         return pd.DataFrame({"index": np.asarray(theta.indices), "label": np.asarray(theta.labels), "score": s})
 
-    return ws.artifacts.get_or_compute("bir-scores", key, compute, slot=version, version=IDENTIFICATION_FORMAT)
+    return ws.artifacts.get_or_compute("bir-scores", key, compute, slot=found["slot"], version=IDENTIFICATION_FORMAT)
 
 
 def scores(ws, version: str = "orig", *, threshold: float = bir.LOG_1_05, top_k: int | None = None,
@@ -241,11 +247,11 @@ def stored(ws, version: str = "orig") -> dict | None:
     except WorkspaceError:
         return None
     settings = {"lr": 1e-3, "batch_size": 16, "patience": 2, "max_epochs": 30, "bn": "frozen"}
-    key = _key(ws, version, reserved, settings)
-    info = ws.artifacts.load("bir-identification", key, slot=version, version=IDENTIFICATION_FORMAT)
+    key, slot = _key(ws, version, reserved, settings), _slot(version, settings)
+    info = ws.artifacts.load("bir-identification", key, slot=slot, version=IDENTIFICATION_FORMAT)
     if info is None:
         return None
-    frame = ws.artifacts.load("bir-scores", content_key(key, "scores"), slot=version, version=IDENTIFICATION_FORMAT)
+    frame = ws.artifacts.load("bir-scores", content_key(key, "scores"), slot=slot, version=IDENTIFICATION_FORMAT)
     return {**info, "reserved": reserved, "scores": frame}
 
 

@@ -14,7 +14,7 @@ st.caption("A small clean *reserved set* shows which layers can learn from clean
            "layer subset); training them gives phi. A train sample whose loss under phi is higher than under the "
            "model, s(z) = L(z; phi) − L(z; θ) > log 1.05, is *detrimental* (mislabelled or misleading). The repair "
            "moves each detrimental image one energy step towards phi's view, relabels it with phi's soft label, "
-           "and retrains the chosen layers on those plus as many other samples.")
+           "and retrains the chosen layers on those plus as many other samples (the Repair section below).")
 if ws.multi_label:
     st.info("BIR needs a single-label workspace (its losses are softmax cross-entropies).")
     st.stop()
@@ -29,4 +29,4 @@ if found is None or found.get("scores") is None:
 W.layer_losses(found)
 flagged = W.scores_view(ws, version, found)
 W.samples(ws, version, found, flagged)
-W.launch(ws)
+W.launch(ws, version)

@@ -68,7 +68,7 @@ def layer_losses(found: dict) -> None:
     colours = ["#1f77b4" if name == found["chosen"] else "#c7c7c7" for name in losses.index]
     fig = go.Figure(go.Bar(x=losses.index, y=losses.values, marker_color=colours))
     fig.add_hline(y=found["initial_loss"], line_dash="dot", annotation_text="before any update")
-    fig.update_layout(height=300, yaxis_title="loss on the reserved set after one epoch", margin={"t": 20})
+    fig.update_layout(height=300, yaxis_title="reserved-set loss after 1 epoch", margin={"t": 20})
     st.plotly_chart(fig, key="bir_losses")
     st.caption(f"Chosen: **{found['chosen']}** (lowest loss), trained {found['epochs']} epochs to phi "
                f"(reserved-set loss {found['phi_loss']:.3f}).")
@@ -122,8 +122,33 @@ def samples(ws, version: str, found: dict, flagged: pd.DataFrame) -> None:
                   [f"#{r.index} {names[int(r.label)]} s={r.score:.2f}" for r in top.itertuples()], columns=8, width=80)
 
 
-def launch(ws) -> None:
+def launch(ws, version: str) -> None:
+    """The link to the Repair page and the before/after of this version's finished BIR runs."""
+    from repair import runs
+    from repair.methods import BIR
+
     st.subheader("Repair")
-    st.caption("The repair method **bir** (Repair page) reuses this identification: it aligns the detrimental "
-               "samples (an energy step, soft labels) and retrains the chosen layers on them plus as many others.")
-    st.page_link("pages/repair.py", label="Repair with bir", icon=":material/build:")
+    st.caption(f"The repair method **{BIR.name}** (Repair page) reuses this identification: it aligns the "
+               "detrimental samples (an energy step, soft labels) and retrains the chosen layers on them plus as "
+               "many others, until the loss on 10 % held-out train samples stops falling; it keeps the best epoch, "
+               "and the model's own weights when no epoch lowers that loss.")
+    st.page_link("pages/repair.py", label=f"Repair with {BIR.name}", icon=":material/build:")
+    done = [r for r in runs.list_runs(ws, method=BIR.name)
+            if r["status"] == "done" and (r["parent_version"] or "orig") == version and r["final"]]
+    if done:
+        st.dataframe(pd.DataFrame([_before_after(r) for r in reversed(done)]), hide_index=True)
+
+
+def _before_after(run: dict) -> dict:
+    before, after = run["baseline"] or {}, run["final"] or {}
+
+    def pair(key: str) -> str:
+        if before.get(key) is None or after.get(key) is None:
+            return "-"
+        return f"{before[key]:.3f} → {after[key]:.3f}"
+
+    kept = next((line.split("; kept ", 1)[1] for line in (run["log_tail"] or "").splitlines() if "; kept " in line),
+                "-")
+    return {"run": run["id"], "threshold": f"{run['rho']:.4g}", "accuracy": pair("accuracy"),
+            "target error": pair("target_error"), "worst group": pair("worst_group_accuracy"),
+            "kept": kept, "version": run["model_version"]}
