@@ -418,8 +418,37 @@ def _class_rows(probs: _RowReader, embeddings: _RowReader, rows: np.ndarray, c: 
     return a, e
 
 
-def _embedding_gram(e: np.ndarray) -> np.ndarray:
-    """``e_i . e_j`` of one class's embeddings: (n, D) -> (n, n) float64.
+def _low_precision(x: np.ndarray) -> bool:
+    """Whether ``x`` is stored in float32 or narrower, so its products may run in float32."""
+    return np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize <= 4
+
+
+def _error_gram(p: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a_i . a_j`` and ``||a_i||^2`` for ``a_i = p_i - onehot(c)``: (n, K) -> (n, n), (n,) float64.
+
+    Float64 probabilities: in float64. Float32 or float16 ones: ``a_i . a_j =
+    (1 - p_ic)(1 - p_jc) + sum_{k != c} p_ik p_jk``, the first term exact in float64 and the
+    sum (non-negative terms, so no cancellation: relative error about ``eps_32``) in float32.
+    The diagonal is exact.
+    """
+    if not _low_precision(p):
+        a = np.asarray(p, dtype=np.float64).copy()
+        a[:, c] -= 1.0
+        sq = np.einsum("ij,ij->i", a, a)
+        gram = a @ a.T
+    else:
+        q = np.array(p, dtype=np.float32)               # a copy: its column c is zeroed
+        own = q[:, c].astype(np.float64) - 1.0          # a_ic, exact
+        q[:, c] = 0.0
+        sq = np.einsum("ij,ij->i", q, q, dtype=np.float64) + own * own
+        gram = np.multiply.outer(own, own)
+        gram += q @ q.T
+    np.fill_diagonal(gram, sq)
+    return gram, sq
+
+
+def _embedding_gram(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``e_i . e_j`` and ``||e_i||^2`` of one class's embeddings: (n, D) -> (n, n), (n,) float64.
 
     Float64 embeddings: in float64. Embeddings stored in float32 or float16 (as the
     inference cache stores them): the product runs in float32 (sgemm, twice the speed of
@@ -428,24 +457,29 @@ def _embedding_gram(e: np.ndarray) -> np.ndarray:
     of the rows' squared norm, as with ReLU features. float32 then rounds the products of
     the spread only (error about ``eps_32 |e_i - m| |e_j - m|`` instead of
     ``eps_32 |e_i| |e_j|``), and ``e_i . e_j = (e_i - m) . (e_j - m) + m . (e_i - m) +
-    m . (e_j - m) + m . m`` adds the mean's terms in float64. The precision this keeps is
-    stated in :func:`last_layer_scores`.
+    m . (e_j - m) + m . m`` adds the mean's terms in float64. The diagonal is exact. The
+    precision this keeps is stated in :func:`last_layer_scores`.
     """
-    if e.dtype == np.float64 or e.dtype.itemsize > 4 or not np.issubdtype(e.dtype, np.floating):
+    if not _low_precision(e):
         e = np.asarray(e, dtype=np.float64)
-        return e @ e.T
-    e = np.asarray(e, dtype=np.float32)                 # float16 -> float32 is exact
-    m = e.mean(axis=0, dtype=np.float64).astype(np.float32)
-    m64 = m.astype(np.float64)
-    if len(e) < 2 or 2.0 * len(e) * float(m64 @ m64) <= float(np.einsum("ij,ij->", e, e, dtype=np.float64)):
-        return (e @ e.T).astype(np.float64)             # no dominant common part: centring gains nothing
-    e = e - m                                           # the spread, rounded to float32
-    gram = (e @ e.T).astype(np.float64)
-    cross = e.astype(np.float64) @ m64                  # m . (e_i - m)
-    gram += cross[:, None]
-    gram += cross[None, :]
-    gram += float(m64 @ m64)
-    return gram
+        gram = e @ e.T
+        sq = np.einsum("ij,ij->i", e, e)
+    else:
+        e = np.asarray(e, dtype=np.float32)             # float16 -> float32 is exact
+        sq = np.einsum("ij,ij->i", e, e, dtype=np.float64)
+        m = e.mean(axis=0, dtype=np.float64).astype(np.float32)
+        m64 = m.astype(np.float64)
+        if len(e) < 2 or 2.0 * len(e) * float(m64 @ m64) <= float(sq.sum()):
+            gram = (e @ e.T).astype(np.float64)         # no dominant common part: centring gains nothing
+        else:
+            e = e - m                                   # the spread, rounded to float32
+            gram = (e @ e.T).astype(np.float64)
+            cross = e.astype(np.float64) @ m64          # m . (e_i - m)
+            gram += cross[:, None]
+            gram += cross[None, :]
+            gram += float(m64 @ m64)
+    np.fill_diagonal(gram, sq)
+    return gram, sq
 
 
 def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarray, c: int, *,
@@ -457,23 +491,17 @@ def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarr
     ``||g_i|| = ||a_i|| ||[e_i; 1]||`` and
     ``T_i = sum_j (a_i . a_j) ([e_i;1] . [e_j;1]) / ||g_j|| = a_i^T S [e_i; 1]``, and
     ``||S||^2 = sum_i T_i / ||g_i||``. Small classes use the two Gram matrices (n^2 (K + D)
-    multiply-adds), large ones ``S`` itself (4 n K (D + 1)), in chunks of rows.
+    multiply-adds, halved by the symmetric product; float32 products for float32/float16
+    inputs, see :func:`_error_gram` and :func:`_embedding_gram`), large ones ``S`` itself
+    (4 n K (D + 1), float64), in chunks of rows.
     """
     n, k, d = len(rows), probs.array.shape[1], embeddings.array.shape[1]
     if n <= min(GRAM_ROWS, 4 * k * (d + 1) // (k + d + 1) + 1):
-        a = probs.take(rows).astype(np.float64)
-        a[:, c] -= 1.0
-        a_sq = np.einsum("ij,ij->i", a, a)
-        gram = a @ a.T                                  # (n, n) a_i . a_j
-        del a
-        e = embeddings.take(rows)
-        e_sq = np.einsum("ij,ij->i", e, e, dtype=np.float64)
+        gram, a_sq = _error_gram(probs.take(rows), c)   # (n, n) a_i . a_j
+        inner, e_sq = _embedding_gram(embeddings.take(rows))  # (n, n) e_i . e_j
         norms = np.sqrt(a_sq) * np.sqrt(e_sq + 1.0)
         w = 1.0 / np.maximum(norms, EPS)
-        inner = _embedding_gram(e)                      # (n, n) e_i . e_j
-        del e
         inner += 1.0                                    # [e_i;1] . [e_j;1]
-        np.fill_diagonal(inner, e_sq + 1.0)             # the exact diagonal (it enters T_i as ||g_i||)
         gram *= inner
         del inner
         t = gram @ w
