@@ -376,8 +376,21 @@ class _RowReader:
         out = np.empty((len(rows), self.array.shape[1]), dtype=self.array.dtype)
         # one read per run of consecutive rows
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for first, last in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist()):
-            self._read(int(rows[first]), out[first:last])
+        firsts, lasts = np.r_[0, breaks], np.r_[breaks, len(rows)]
+        stride, width = self.array.strides[0], out.shape[1] * out.itemsize
+        if stride != width:
+            for first, last in zip(firsts.tolist(), lasts.tolist()):
+                self._read(int(rows[first]), out[first:last])
+            return out
+        # the rows are byte ranges: one pread each, in a tight loop (a class's rows are
+        # scattered, so this is a syscall per row; a short read finishes in _pread)
+        view, fd = memoryview(out.reshape(-1).view(np.uint8)), self.fd
+        ats = (self.offset + rows[firsts].astype(np.int64) * stride).tolist()
+        for first, last, at in zip((firsts * width).tolist(), (lasts * width).tolist(), ats):
+            part = view[first:last]
+            got = os.preadv(fd, [part], at)
+            if got != last - first:
+                self._pread(part[max(got, 0):], at + max(got, 0))
         return out
 
     def slice(self, start: int, stop: int) -> np.ndarray:
@@ -447,39 +460,37 @@ def _error_gram(p: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
     return gram, sq
 
 
-def _embedding_gram(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``e_i . e_j`` and ``||e_i||^2`` of one class's embeddings: (n, D) -> (n, n), (n,) float64.
+def _embedding_gram(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[e_i; 1] . [e_j; 1] = G_ij + h_i + h_j`` for one class's embeddings, and ``||e_i||^2``.
 
-    Float64 embeddings: in float64. Embeddings stored in float32 or float16 (as the
-    inference cache stores them): the product runs in float32 (sgemm, twice the speed of
-    dgemm; at K = 1,000, D = 2,048 this product is two thirds of the work), after
-    subtracting the class mean ``m`` (rounded to float32) when ``m`` carries more than half
-    of the rows' squared norm, as with ReLU features. float32 then rounds the products of
+    Float64 embeddings: ``G = E E^T`` in float64 and ``h = 1/2``. Embeddings stored in
+    float32 or float16 (as the inference cache stores them): ``G`` runs in float32 (sgemm,
+    twice the speed of dgemm; at K = 1,000, D = 2,048 it is two thirds of the work), on
+    the rows less the class mean ``m`` (rounded to float32) when ``m`` carries more than
+    half of their squared norm, as with ReLU features: float32 then rounds the products of
     the spread only (error about ``eps_32 |e_i - m| |e_j - m|`` instead of
-    ``eps_32 |e_i| |e_j|``), and ``e_i . e_j = (e_i - m) . (e_j - m) + m . (e_i - m) +
-    m . (e_j - m) + m . m`` adds the mean's terms in float64. The diagonal is exact. The
-    precision this keeps is stated in :func:`last_layer_scores`.
+    ``eps_32 |e_i| |e_j|``), and the mean's terms ``h_i = m . (e_i - m) + (m . m + 1) / 2``
+    are float64. ``G``'s diagonal is rounded; ``||e_i||^2`` is exact.
+
+    Args:
+        e: (n, D) float embeddings.
+
+    Returns:
+        ``(G, h, sq)``: (n, n) float32 or float64, (n,) float64, (n,) float64.
     """
     if not _low_precision(e):
         e = np.asarray(e, dtype=np.float64)
-        gram = e @ e.T
-        sq = np.einsum("ij,ij->i", e, e)
-    else:
-        e = np.asarray(e, dtype=np.float32)             # float16 -> float32 is exact
-        sq = np.einsum("ij,ij->i", e, e, dtype=np.float64)
-        m = e.mean(axis=0, dtype=np.float64).astype(np.float32)
-        m64 = m.astype(np.float64)
-        if len(e) < 2 or 2.0 * len(e) * float(m64 @ m64) <= float(sq.sum()):
-            gram = (e @ e.T).astype(np.float64)         # no dominant common part: centring gains nothing
-        else:
-            e = e - m                                   # the spread, rounded to float32
-            gram = (e @ e.T).astype(np.float64)
-            cross = e.astype(np.float64) @ m64          # m . (e_i - m)
-            gram += cross[:, None]
-            gram += cross[None, :]
-            gram += float(m64 @ m64)
-    np.fill_diagonal(gram, sq)
-    return gram, sq
+        return e @ e.T, np.full(len(e), 0.5), np.einsum("ij,ij->i", e, e)
+    e = np.asarray(e, dtype=np.float32)                 # float16 -> float32 is exact
+    sq = np.einsum("ij,ij->i", e, e, dtype=np.float64)
+    m = e.mean(axis=0, dtype=np.float64).astype(np.float32)
+    m64 = m.astype(np.float64)
+    if len(e) < 2 or 2.0 * len(e) * float(m64 @ m64) <= float(sq.sum()):
+        return e @ e.T, np.full(len(e), 0.5), sq         # no dominant common part: centring gains nothing
+    e = e - m                                           # the spread, rounded to float32
+    h = e.astype(np.float64) @ m64
+    h += (float(m64 @ m64) + 1.0) / 2.0
+    return e @ e.T, h, sq
 
 
 def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarray, c: int, *,
@@ -498,13 +509,16 @@ def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarr
     n, k, d = len(rows), probs.array.shape[1], embeddings.array.shape[1]
     if n <= min(GRAM_ROWS, 4 * k * (d + 1) // (k + d + 1) + 1):
         gram, a_sq = _error_gram(probs.take(rows), c)   # (n, n) a_i . a_j
-        inner, e_sq = _embedding_gram(embeddings.take(rows))  # (n, n) e_i . e_j
+        spread, h, e_sq = _embedding_gram(embeddings.take(rows))  # [e_i;1] . [e_j;1] = G_ij + h_i + h_j
         norms = np.sqrt(a_sq) * np.sqrt(e_sq + 1.0)
         w = 1.0 / np.maximum(norms, EPS)
-        inner += 1.0                                    # [e_i;1] . [e_j;1]
-        gram *= inner
-        del inner
-        t = gram @ w
+        # T = (A o (G + h 1^T + 1 h^T)) w = (A o G) w + h o (A w) + A (h o w): no (n, n)
+        # float64 copy of G; the diagonal term is corrected to the exact ||[e_i; 1]||^2
+        aw = gram @ np.stack([w, h * w], axis=1)
+        fix = a_sq * (e_sq + 1.0 - np.diagonal(spread) - 2.0 * h) * w
+        gram *= spread
+        del spread
+        t = gram @ w + h * aw[:, 0] + aw[:, 1] + fix
         return norms, t, float(np.sqrt(max(float(w @ t), 0.0)))
     # large class: S = [S_e | s_1] (K, D + 1) summed over row chunks, then T in a second pass
     s_e, s_1 = np.zeros((k, d)), np.zeros(k)
@@ -524,8 +538,46 @@ def _class_projections(probs: _RowReader, embeddings: _RowReader, rows: np.ndarr
     return norms, t, float(np.sqrt(np.sum(s_e * s_e) + s_1 @ s_1))
 
 
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _map_in_order(fn: Callable, items, workers: int):
+    """``fn(item)`` for every item, yielded in order, ``workers`` at a time.
+
+    With several workers each runs a single-threaded BLAS: the classes' products are
+    too small (about 1,000 x 2,000) for BLAS threads to keep two cores busy, and idle
+    OpenBLAS threads spin, slowing the file reads and element-wise work between
+    products. At most ``2 workers`` items are in flight, so memory stays that of a few
+    classes; on an error the items not started are cancelled.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndarray, *, lam: float = 1.0,
-                      balance_classes: bool = True, chunk: int = 4096) -> pd.DataFrame:
+                      balance_classes: bool = True, chunk: int = 4096, threads: int | None = None) -> pd.DataFrame:
     """:func:`gradient_scores` of the last-layer gradients without materialising them.
 
     The same frame as ``gradient_scores(last_layer_gradients(probs, labels, embeddings),
@@ -555,6 +607,10 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
         chunk: rows per block for classes larger than :data:`GRAM_ROWS` (or than the
             size where the gradient sum is cheaper), scored through their gradient sum;
             smaller classes are read whole.
+        threads: classes scored at the same time, each with a single-threaded BLAS (the
+            process's BLAS thread count is set to 1 meanwhile and restored after); default:
+            the CPUs this process may use. 1 scores the classes one after another with BLAS
+            as configured. The result does not depend on it.
 
     Returns:
         DataFrame, one row per sample in input order: ``grad_norm, M, D, S, p_s, log_p_s,
@@ -562,8 +618,8 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
 
     Raises:
         WorkspaceError: multi-label labels (gradient scores are single-label).
-        ValueError: shapes that do not match, labels outside [0, K), ``lam < 0`` or
-            ``chunk < 1``.
+        ValueError: shapes that do not match, labels outside [0, K), ``lam < 0``,
+            ``chunk < 1`` or ``threads < 1``.
     """
     labels = np.asarray(labels)
     probs = probs if isinstance(probs, np.ndarray) else np.asarray(probs, dtype=np.float64)
@@ -578,6 +634,8 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
         raise ValueError(f"lambda must be >= 0, got {lam}")
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     n, k = probs.shape
     labels = labels.astype(np.int64, copy=False)
     if n and (labels.min() < 0 or labels.max() >= k):
@@ -588,10 +646,15 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
     starts = np.cumsum(counts) - counts
     norms, log_m, log_d, log_scale = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     readers = _RowReader(probs), _RowReader(embeddings)
+    classes = np.flatnonzero(counts)
+
+    def project(c: int):
+        rows = order[starts[c]:starts[c] + counts[c]]
+        return rows, _class_projections(*readers, rows, int(c), chunk=chunk)
+
+    workers = min(_available_cpus() if threads is None else int(threads), len(classes))
     try:
-        for c in np.flatnonzero(counts):
-            rows = order[starts[c]:starts[c] + counts[c]]
-            class_norms, t, length = _class_projections(*readers, rows, int(c), chunk=chunk)
+        for rows, (class_norms, t, length) in _map_in_order(project, classes, workers):
             norms[rows] = class_norms
             log_m[rows] = log_magnitude_scores(class_norms)
             if length < EPS:
