@@ -15,7 +15,7 @@
    the work is linear in the number of classes at a fixed class size, so the 1M-row time is
    5x that and the peak RSS the same; ``GROUPFIX_BENCH_SCALE_ROWS=1000000`` measures the
    full size (about 8 GB of input generated once under ``bench_out/scale``). The classes
-   are scored two at a time (one per core, single-threaded BLAS each); the time depends on
+   are scored in parallel, one per available core (single-threaded BLAS each); the time depends on
    the inputs being in the OS page cache (read from disk, the 1M run takes about twice as
    long). Then, in another process, the rows of the first 10 classes are scored from
    their float32/float16 values (float32 Gram products) and from the same values in
