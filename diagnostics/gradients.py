@@ -590,8 +590,9 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
     label; ``threads`` classes in parallel): memory ``O(threads n_c (n_c + K + D))`` for
     classes of ``n_c`` rows, time about ``N n_c (K + D) / 2`` multiply-adds (symmetric
     products). At 1,000,000 x 1,000 classes x 2,048 (float32 probabilities, float16
-    embeddings, both memmapped) that is about 30 s on two shared cores with a peak of
-    0.8 GB, imports included (``python -m tests.benchmarks scale``).
+    embeddings, both memmapped) that is about 30 s on two shared cores with the inputs in
+    the OS page cache (about 70 s when they are read from disk), with a peak RSS of 0.8 GB,
+    imports included (``python -m tests.benchmarks scale``).
 
     Precision. The reference rounds every gradient entry to float32. Here float64 inputs
     are worked in float64 throughout (agreement with float64 gradients: about 1e-12
@@ -599,9 +600,8 @@ def last_layer_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndar
     product (``a_i . a_j`` for the probabilities, ``e_i . e_j`` for the embeddings) taken
     in float32, split or centred so that float32 rounds only small non-cancelling terms
     (:func:`_error_gram`, :func:`_embedding_gram`); norms, ``M`` and everything after the
-    products stay float64.
-    The vMF concentration ``kappa`` grows with ``K (D + 1)`` and multiplies any rounding.
-    Against the float64 gradients of the same float32 inputs (ReLU-like embeddings, the
+    products stay float64. The vMF concentration ``kappa`` grows with ``K (D + 1)`` and
+    multiplies any rounding. Against the float64 gradients of the same float32 inputs (ReLU-like embeddings, the
     label's logit +4): at K = 100, D = 64 (3,000 to 5,000 rows, ``log D`` spanning 2,300
     to 2,600) the reference's ``log D`` moves by at most 1.3e-4 and this function's by
     1.3e-4 to 1.8e-4 (max relative change of ``log p_s`` 2.4e-7 and 2.8e-7 to 8.8e-7;
