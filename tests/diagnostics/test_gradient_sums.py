@@ -93,6 +93,108 @@ def test_equals_the_float64_reference_on_random_inputs(monkeypatch, gram_rows):
     np.testing.assert_allclose(G.last_layer_scores(p32, labels, e32)["log_p_s"], loose["log_p_s"], rtol=1e-4, atol=1e-4)
 
 
+def _relu_like(n: int, k: int, d: int, seed: int, emb_dtype=np.float32):
+    """float32 softmax probabilities (the label's logit +4) and |N(0, 1)| embeddings: the
+    gradients share a direction, so the vMF kappa is large and amplifies any rounding."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k))
+    z[np.arange(n), labels] += 4.0
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return probs.astype(np.float32), labels, np.abs(rng.normal(size=(n, d))).astype(emb_dtype)
+
+
+def test_error_gram_by_hand():
+    # c = 0: a_0 = (-.5, .25, .25), a_1 = (-.875, .75, .125);
+    # a_0 . a_1 = .4375 + .1875 + .03125, ||a_0||^2 = .375, ||a_1||^2 = .765625 + .5625 + .015625
+    p = np.array([[0.5, 0.25, 0.25], [0.125, 0.75, 0.125]])
+    for dtype in (np.float64, np.float32, np.float16):
+        gram, sq = G._error_gram(p.astype(dtype), 0)
+        np.testing.assert_array_equal(gram, [[0.375, 0.65625], [0.65625, 1.34375]])
+        np.testing.assert_array_equal(sq, [0.375, 1.34375])
+
+
+def test_embedding_gram_by_hand():
+    # rows (1, 2) and (3, 2): the mean (2, 2) carries 2 * 2 * 8 = 32 > 5 + 13 of the squared
+    # norms, so float32 rows are centred: spread (-1, 0), (1, 0), h_i = m.(e_i - m) + (m.m + 1)/2
+    e = np.array([[1.0, 2.0], [3.0, 2.0]])
+    for dtype in (np.float32, np.float16):
+        g, h, sq = G._embedding_gram(e.astype(dtype))
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, [[1.0, -1.0], [-1.0, 1.0]])
+        np.testing.assert_array_equal(h, [-2.0 + 4.5, 2.0 + 4.5])
+        np.testing.assert_array_equal(g + h[:, None] + h[None, :], [[6.0, 8.0], [8.0, 14.0]])  # e_i.e_j + 1
+        np.testing.assert_array_equal(sq, [5.0, 13.0])
+    g, h, sq = G._embedding_gram(e)                     # float64: as it is
+    assert g.dtype == np.float64
+    np.testing.assert_array_equal(g, [[5.0, 7.0], [7.0, 13.0]])
+    np.testing.assert_array_equal(h, [0.5, 0.5])
+    # mean (0, 0): nothing to centre on
+    g, h, _ = G._embedding_gram(np.array([[1.0, -1.0], [-1.0, 1.0]], dtype=np.float32))
+    np.testing.assert_array_equal(g, [[2.0, -2.0], [-2.0, 2.0]])
+    np.testing.assert_array_equal(h, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("emb_dtype", [np.float32, np.float16])
+def test_float32_products_stay_within_the_documented_error(emb_dtype):
+    n, k, d = 3000, 100, 64                             # classes of ~30 rows: the Gram path
+    probs, labels, emb = _relu_like(n, k, d, seed=5, emb_dtype=emb_dtype)
+    assert np.bincount(labels).max() <= 4 * k * (d + 1) // (k + d + 1) + 1
+    ref = G.gradient_scores(_float64_gradients(probs, labels, emb), labels)
+    assert ref["log_D"].max() - ref["log_D"].min() > 1000   # kappa is large: a real test
+    got = G.last_layer_scores(probs, labels, emb)
+    exact = G.last_layer_scores(probs.astype(np.float64), labels, emb.astype(np.float64))
+    _assert_same(exact, ref)                            # float64 products: the reference to 1e-9
+    assert not np.array_equal(got["log_D"], exact["log_D"])  # the float32 products did run
+    # norms and M never go through float32; log D (and so S, p_s) moves by the rounding only
+    np.testing.assert_allclose(got["grad_norm"], ref["grad_norm"], rtol=1e-12)
+    np.testing.assert_allclose(got["log_M"], ref["log_M"], rtol=1e-12, atol=1e-12)
+    assert np.abs(got["log_D"] - ref["log_D"]).max() < 5e-4
+    np.testing.assert_allclose(got["log_p_s"], ref["log_p_s"], rtol=1e-6, atol=1e-4)
+
+
+def test_threads_do_not_change_the_scores_and_blas_threads_are_restored(tmp_path):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
+
+    probs, labels, emb = _relu_like(900, 12, 40, seed=9, emb_dtype=np.float16)
+    np.save(tmp_path / "probs.npy", probs)
+    np.save(tmp_path / "emb.npy", emb)
+    mp, me = np.load(tmp_path / "probs.npy", mmap_mode="r"), np.load(tmp_path / "emb.npy", mmap_mode="r")
+    before = blas_threads()
+    serial = G.last_layer_scores(probs, labels, emb, threads=1)
+    two = G.last_layer_scores(mp, labels, me, threads=2)     # the workers share the file readers
+    many = G.last_layer_scores(probs, labels, emb, threads=32)  # more threads than classes
+    assert blas_threads() == before
+    for c in COLUMNS:
+        np.testing.assert_array_equal(two[c], many[c], err_msg=c)
+        np.testing.assert_allclose(two[c], serial[c], rtol=1e-12, atol=1e-12, err_msg=c)
+
+
+def test_map_in_order_keeps_the_order_and_stops_at_an_error():
+    import time
+
+    def slow_odd(i):
+        time.sleep(0.005 * (i % 2))                     # odd items finish after the next even one
+        return i * i
+
+    assert list(G._map_in_order(slow_odd, range(12), 3)) == [i * i for i in range(12)]
+    assert list(G._map_in_order(slow_odd, range(5), 1)) == [0, 1, 4, 9, 16]
+    started = []
+
+    def fails_at_3(i):
+        started.append(i)
+        if i == 3:
+            raise RuntimeError("class 3 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="class 3 failed"):
+        list(G._map_in_order(fails_at_3, range(200), 2))
+    time.sleep(0.05)
+    assert len(started) <= 3 + 2 * 2                    # at most 2 x workers ahead: the rest never ran
+
 
 def test_memmapped_inputs_are_read_from_the_file_not_through_the_mapping(tmp_path):
     probs, labels, emb = _dyadic(3000, 8, 64, seed=3)
@@ -167,6 +269,8 @@ def test_bad_input_is_refused():
         G.last_layer_scores(probs, labels, emb, lam=-1)
     with pytest.raises(ValueError, match="chunk"):
         G.last_layer_scores(probs, labels, emb, chunk=0)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        G.last_layer_scores(probs, labels, emb, threads=0)
 
 
 def test_score_table_takes_precomputed_scores():
