@@ -100,3 +100,24 @@ def test_overview_lists_precision_recall_and_f1(many):
     got = next(d.value for d in at.dataframe if "f1" in d.value.columns)
     assert len(got) == K and np.allclose(got["f1"], expected["f1"], equal_nan=True)
     assert got["support"].tolist() == [EVAL_PER_CLASS] * K
+
+
+def test_outputs_are_the_stored_heads_outputs_so_gradient_scores_take_the_closed_form(many):
+    import torch
+
+    from diagnostics import run_gradients
+    from workspace.core import open_workspace
+
+    ws = open_workspace(many)
+    model = ws.model()
+    for split in ("eval", "train"):
+        out = ws.outputs(split)
+        with torch.no_grad():
+            logits = model.head(torch.from_numpy(np.array(out.embeddings))).numpy()
+        assert np.allclose(logits, out.logits, atol=1e-5)
+        assert np.allclose(out.probs, torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+        assert (out.embeddings >= 0).all()   # the head's input is a ReLU output
+        assert np.array_equal(out.logits.argmax(1), out.preds)
+        # the planted structure survives: the sibling pair (0, 1) is the most confused
+        assert ((out.labels == 0) & (out.preds == 1)).sum() > 0.3 * (out.labels == 0).sum()
+        assert run_gradients._closed_form(ws, model, out)
