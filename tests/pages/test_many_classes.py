@@ -121,3 +121,36 @@ def test_outputs_are_the_stored_heads_outputs_so_gradient_scores_take_the_closed
         # the planted structure survives: the sibling pair (0, 1) is the most confused
         assert ((out.labels == 0) & (out.preds == 1)).sum() > 0.3 * (out.labels == 0).sum()
         assert run_gradients._closed_form(ws, model, out)
+
+
+def test_grad_cam_of_many_images_runs_as_a_job_with_progress_and_fills_in(tmp_path, monkeypatch):
+    import time
+
+    from diagnostics import run_gradcam
+    from workspace import jobs
+    from workspace.core import open_workspace
+
+    # its own workspace (the other tests compute Grad-CAM in the page): 3,000 eval images, a job past 1,000
+    many = make_many_class_workspace(tmp_path, classes=100, eval_per_class=30, train_per_class=2)
+    monkeypatch.setattr(run_gradcam, "BACKGROUND_IMAGES", 1000)
+    at = _app(many)
+    at.switch_page("pages/gradcam.py").run()
+    assert not at.exception, at.exception
+    ws = open_workspace(many)
+    job = run_gradcam.gradcam_job(ws, "eval", "orig")
+    assert job is not None and job["kind"] == run_gradcam.GRADCAM_KIND
+    if job["status"] in jobs.ACTIVE:   # the page shows the job, not the views that need it
+        assert "Computing Grad-CAM of the predicted class" in at.get("progress")[0].proto.text
+        assert at.button(key="gc_job_cancel") is not None and not at.tabs
+    deadline = time.monotonic() + 300
+    while jobs.get_job(ws, job["id"])["status"] in jobs.ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert jobs.get_job(ws, job["id"])["status"] == "done"
+    assert run_gradcam.cached_gradcam(ws, "eval", "orig").n == 100 * 30
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.tabs] == ["Mistakes of a pair", "Where it looks"]
+    # 100 classes: the chart keeps the 60 that look most at the border, 10 mean maps at first
+    looks = [c for c in at.get("plotly_chart") if "gc_looks_chart" in c.proto.id]
+    assert len(json.loads(looks[0].proto.spec)["data"][0]["x"]) == 60
+    assert len(at.multiselect(key="gc_mean_classes").value) == 10
