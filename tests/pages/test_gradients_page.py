@@ -37,7 +37,10 @@ def test_page_shows_scores_histograms_galleries_table_and_exports(tiny_workspace
     assert metrics["Effective sample share of p_s"].endswith("%")
     assert "Minority ROC AUC of p_s" not in metrics  # no ground truth outside the demo
     assert not at.warning  # lambda 0 by default: p_s does not collapse
-    assert len(at.get("plotly_chart")) == 6
+    # one histogram at a time, the score picked above it
+    assert len(at.get("plotly_chart")) == 1 and "grad_hist_M" in at.get("plotly_chart")[0].proto.id
+    at.segmented_control(key="grad_score").set_value("comp_loss").run()
+    assert len(at.get("plotly_chart")) == 1 and "grad_hist_comp_loss" in at.get("plotly_chart")[0].proto.id
     assert len(at.get("download_button")) == 2
     assert at.dataframe and list(at.dataframe[0].value.columns) == run_gradients.EXPORT_COLUMNS
     text = captions(at)
