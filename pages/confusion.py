@@ -49,8 +49,9 @@ else:
                                       counts=None if t["counts"] is None else t["counts"][sub],
                                       show="rates" if ws.multi_label else show, title=f"{version} on {split}"),
                     key="conf_heatmap")
-if len(names) > w.HEATMAP_LIMIT and st.toggle(f"Overview of all {len(names):,} classes", value=True,
-                                              key="conf_overview", help="Zoom by dragging; double-click resets"):
+if len(names) > w.HEATMAP_LIMIT and st.toggle(f"Overview of all {len(names):,} classes",
+                                              value=len(names) <= w.OVERVIEW_OPEN_LIMIT, key="conf_overview",
+                                              help="Zoom by dragging; double-click resets"):
     st.plotly_chart(matrix_overview(t["rates"], names, title=f"{version} on {split}: off-diagonal rates"),
                     key="conf_overview_chart")
     st.caption("Every class; the diagonal (per-class accuracy) is left blank so the confusions show. Hover names "

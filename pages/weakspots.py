@@ -84,7 +84,7 @@ with right:
     if pairs.empty:
         st.caption("No weakspots at these settings.")
     else:
-        st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table")
+        w.pairs_table(pairs)
         w.target_picker(ws, pairs)
 
 st.subheader("Pivotal images and their nearest neighbours")
