@@ -52,7 +52,9 @@ if ws.num_classes <= 60:
 else:  # a bar per class is unreadable: the classes sorted by size, named on hover
     counts = counts.sort_values(["split", "images"], ascending=[True, False])
     counts["rank"] = counts.groupby("split").cumcount() + 1
-    fig = px.line(counts, x="rank", y="images", color="split", hover_data=["class"],
+    # svg: past 1,000 points plotly express draws with WebGL, whose context alone took 0.4 s of the
+    # browser's main thread (a line is one path either way)
+    fig = px.line(counts, x="rank", y="images", color="split", hover_data=["class"], render_mode="svg",
                   title=f"Images per class, {ws.num_classes:,} classes sorted by size")
 st.plotly_chart(fig, key="class_counts")
 

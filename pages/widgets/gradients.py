@@ -16,6 +16,7 @@ from workspace import jobs
 from workspace.errors import Cancelled, WorkspaceError
 
 LAZY_ROWS = 2000  # tables longer than this load their rows lazily
+HIGHEST, LOWEST = "Highest p_s (likely minority)", "Lowest p_s (most typical)"   # gallery tabs
 LOADED, GCE = "loaded model", "GCE biased model (PGD paper, q = 0.7)"
 VERDICTS = {"mislabelled": "confirm mislabelled", "not mislabelled": "not mislabelled"}
 GLOSSARY = {
@@ -223,17 +224,23 @@ def galleries(ws, view: pd.DataFrame, version: str) -> None:
     by_p = view.sort_values("log_p_s", ascending=False)
     flagged = view[view["noisy"]].sort_values("noise_rank")
     paper_only = view[view["noisy_paper"] & ~view["noisy"]].sort_values("noise_rank")
-    g1, g2, g3, g4 = st.tabs([f"Flagged likely mislabelled ({len(flagged):,})", "Highest p_s (likely minority)",
-                              "Lowest p_s (most typical)", f"Paper's rule only ({len(paper_only):,})"])
-    with g1:
-        review_gallery(ws, flagged.head(n), version, tag="noisy")
-    with g2:
-        review_gallery(ws, by_p.head(n), version, tag="hi")
-    with g3:
-        review_gallery(ws, by_p.tail(n).iloc[::-1], version, tag="lo")
-    with g4:
-        st.caption("Samples above the paper's threshold that the calibrated flag leaves out, most suspicious first.")
-        review_gallery(ws, paper_only.head(n), version, tag="paper")
+    # only the open tab's gallery is drawn (four of them were 3,000 DOM nodes at 12 images each)
+    g1, g2, g3, g4 = st.tabs([f"Flagged likely mislabelled ({len(flagged):,})", HIGHEST, LOWEST,
+                              f"Paper's rule only ({len(paper_only):,})"], key="grad_gallery", on_change="rerun")
+    if g1.open:
+        with g1:
+            review_gallery(ws, flagged.head(n), version, tag="noisy")
+    if g2.open:
+        with g2:
+            review_gallery(ws, by_p.head(n), version, tag="hi")
+    if g3.open:
+        with g3:
+            review_gallery(ws, by_p.tail(n).iloc[::-1], version, tag="lo")
+    if g4.open:
+        with g4:
+            st.caption("Samples above the paper's threshold that the calibrated flag leaves out, most suspicious "
+                       "first.")
+            review_gallery(ws, paper_only.head(n), version, tag="paper")
 
 
 def score_table(view: pd.DataFrame) -> None:
