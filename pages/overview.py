@@ -58,10 +58,11 @@ else:  # a bar per class is unreadable: the classes sorted by size, named on hov
                   title=f"Images per class, {ws.num_classes:,} classes sorted by size")
 st.plotly_chart(fig, key="class_counts")
 
-with st.expander("Per-class precision, recall and F1 (eval)"):
-    st.dataframe(per_class_metrics(out.labels, out.preds, ws.class_names, task=out.task), hide_index=True,
-                 key="ov_per_class", column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                                    for c in ("precision", "recall", "f1")})
+per_class = st.expander("Per-class precision, recall and F1 (eval)", key="ov_per_class_open", on_change="rerun")
+if per_class.open:  # drawn when opened: one row per class
+    per_class.dataframe(per_class_metrics(out.labels, out.preds, ws.class_names, task=out.task), hide_index=True,
+                        key="ov_per_class", column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                           for c in ("precision", "recall", "f1")})
 
 st.subheader("Model versions")
 st.dataframe(OV.versions_table(ws), hide_index=True, key="versions_table",

@@ -240,8 +240,8 @@ def looks_view(ws, result, regions_) -> None:
         index = {name: k for k, name in enumerate(ws.class_names)}
         default = [index[c] for c in by_border["class"].head(MEAN_MAPS)]
         shown = np.asarray(st.multiselect(
-            "Mean heat map per predicted class", present.tolist(), default=default, format_func=ws.class_names.__getitem__,
-            key="gc_mean_classes", max_selections=40,
+            "Mean heat map per predicted class", present.tolist(), default=default,
+            format_func=ws.class_names.__getitem__, key="gc_mean_classes", max_selections=40,
             help=f"{len(present):,} classes have heatmaps; the {MEAN_MAPS} that look most at the border come first"),
             dtype=np.int64)
     if len(shown):

@@ -95,6 +95,9 @@ def test_overview_lists_precision_recall_and_f1(many):
     from workspace.core import open_workspace
 
     at = _app(many)
+    assert not [d for d in at.dataframe if "f1" in d.value.columns]   # drawn when the expander opens
+    at.session_state["ov_per_class_open"] = True
+    at.run()
     out = open_workspace(many).outputs("eval")
     expected = per_class_metrics(out.labels, out.preds, out.class_names)
     got = next(d.value for d in at.dataframe if "f1" in d.value.columns)
