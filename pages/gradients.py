@@ -35,11 +35,15 @@ if "minority_auc" in frame.attrs:
                    help="demo ground truth: how well ranking by p_s separates the planted minority samples")
 st.caption(f"Gradients of the {'GCE biased model' if opts.biased_model == 'gce' else f'model version {version}'}, "
            f"{opts.params} {'layer' if opts.params == 'last' else 'parameters'}, lambda {opts.lam:g}.")
-if share < 0.01:
+if share < 0.01 and opts.lam > 0:
     st.warning(f"With lambda = {opts.lam:g}, p_s is concentrated on very few samples (effective sample share "
                f"{share:.2%}): the vMF direction score is extremely peaked in {opts.params}-layer gradient space. "
                "Rankings (AUC, galleries) stay valid; for a usable sampler set lambda to 0 (magnitude only), "
                "which is what the pgd repair uses.")
+elif share < 0.01:
+    st.warning(f"p_s is concentrated on very few samples (effective sample share {share:.2%}): the gradient norms "
+               "of this split span orders of magnitude, so p_s = ‖g‖ / max ‖g‖ of its class is close to 0 for all "
+               "but the samples with the largest gradients. Rankings (AUC, galleries) stay valid.")
 
 # ---- the likely-mislabelled flag ---------------------------------------------------------
 st.subheader("Likely mislabelled")
