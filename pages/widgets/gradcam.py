@@ -142,26 +142,31 @@ def _label(ws, lab) -> str:
         ws.class_names[k] for k in np.nonzero(np.asarray(lab) > 0.5)[0])
 
 
-def overlays(ws, split: str, result, rows, captions, *, masks=None, obj: str | None = None, columns: int = 6) -> None:
-    """Images with their heatmap rows overlaid (and an object's outline when masks are given)."""
+def overlays(ws, split: str, result, rows, captions, *, masks=None, obj: str | None = None, width: int = 150) -> None:
+    """Images with their heatmap rows overlaid (and an object's outline when masks are given), in
+    one image element (a column and an element per image cost the browser ~30 DOM nodes each)."""
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         st.caption("No images.")
         return
     t = ws.config.transform
     cams = upsample_cams(result.cams[rows], result.input_size)
-    cols = st.columns(columns)
+    images, shown, broken = [], [], []
     for j, row in enumerate(rows):
         index = int(result.indices[row])
-        with cols[j % columns]:
-            try:
-                img = image_to_input(ws.split(split).load(index), resize=t.resize, crop=t.crop)
-                mask = None if masks is None or obj is None else masks.objects(index).get(obj)
-                mask = None if mask is None else mask_to_input(mask, resize=t.resize, crop=t.crop)
-            except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
-                st.caption(f"#{index}: cannot load ({type(exc).__name__})")
-                continue
-            st.image(overlay(img, cams[j], mask), width="stretch", caption=captions[j])
+        try:
+            img = image_to_input(ws.split(split).load(index), resize=t.resize, crop=t.crop)
+            mask = None if masks is None or obj is None else masks.objects(index).get(obj)
+            mask = None if mask is None else mask_to_input(mask, resize=t.resize, crop=t.crop)
+        except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
+            broken.append(f"#{index}: cannot load ({type(exc).__name__})")
+            continue
+        images.append(overlay(img, cams[j], mask))
+        shown.append(captions[j])
+    if images:
+        st.image(images, caption=shown, width=width)
+    if broken:
+        st.caption("; ".join(broken))
 
 
 def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit: int = 12) -> None:
