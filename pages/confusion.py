@@ -49,18 +49,20 @@ else:
                                       counts=None if t["counts"] is None else t["counts"][sub],
                                       show="rates" if ws.multi_label else show, title=f"{version} on {split}"),
                     key="conf_heatmap")
-if len(names) > w.HEATMAP_LIMIT and st.toggle(f"Overview of all {len(names):,} classes", value=True,
-                                              key="conf_overview", help="Zoom by dragging; double-click resets"):
+if len(names) > w.HEATMAP_LIMIT and st.toggle(f"Overview of all {len(names):,} classes",
+                                              value=len(names) <= w.OVERVIEW_OPEN_LIMIT, key="conf_overview",
+                                              help="Zoom by dragging; double-click resets"):
     st.plotly_chart(matrix_overview(t["rates"], names, title=f"{version} on {split}: off-diagonal rates"),
                     key="conf_overview_chart")
     st.caption("Every class; the diagonal (per-class accuracy) is left blank so the confusions show. Hover names "
                "the classes; add them to the view above to read their numbers.")
-with st.expander("Per-class accuracy, precision, recall and F1"):
+per_class = st.expander("Per-class accuracy, precision, recall and F1", key="conf_per_class_open", on_change="rerun")
+if per_class.open:  # drawn when opened: one row per class
     metrics = per_class_metrics(out.labels, out.preds, names, task=out.task)
     metrics.insert(1, "accuracy", t["per_class"])
-    st.dataframe(metrics, key="conf_per_class", hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("accuracy", "precision", "recall", "f1")})
+    per_class.dataframe(metrics, key="conf_per_class", hide_index=True,
+                        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                       for c in ("accuracy", "precision", "recall", "f1")})
 
 st.subheader("Two versions side by side")
 w.compare_versions(ws, out, version, split, shown or list(range(min(len(names), w.HEATMAP_LIMIT))))

@@ -44,12 +44,15 @@ outputs = ui.outputs(ws, split, version)
 result = w.gradcam(ws, split, version, None, outputs)
 regions = w.regions(ws, result)
 names = (["Object associations"] if masks is not None else []) + ["Mistakes of a pair", "Where it looks"]
-tabs = dict(zip(names, st.tabs(names)))
-with tabs["Mistakes of a pair"]:
-    w.pair_view(ws, split, version, outputs, result, regions)
-with tabs["Where it looks"]:
-    w.looks_view(ws, result, regions)
-if masks is None:
+# only the open tab is drawn (each is a few charts and galleries; all three were 12,000 DOM nodes)
+tabs = dict(zip(names, st.tabs(names, key="gc_view", on_change="rerun")))
+if tabs["Mistakes of a pair"].open:
+    with tabs["Mistakes of a pair"]:
+        w.pair_view(ws, split, version, outputs, result, regions)
+if tabs["Where it looks"].open:
+    with tabs["Where it looks"]:
+        w.looks_view(ws, result, regions)
+if masks is None or not tabs["Object associations"].open:
     st.stop()
 
 with tabs["Object associations"]:

@@ -35,11 +35,15 @@ if "minority_auc" in frame.attrs:
                    help="demo ground truth: how well ranking by p_s separates the planted minority samples")
 st.caption(f"Gradients of the {'GCE biased model' if opts.biased_model == 'gce' else f'model version {version}'}, "
            f"{opts.params} {'layer' if opts.params == 'last' else 'parameters'}, lambda {opts.lam:g}.")
-if share < 0.01:
+if share < 0.01 and opts.lam > 0:
     st.warning(f"With lambda = {opts.lam:g}, p_s is concentrated on very few samples (effective sample share "
                f"{share:.2%}): the vMF direction score is extremely peaked in {opts.params}-layer gradient space. "
                "Rankings (AUC, galleries) stay valid; for a usable sampler set lambda to 0 (magnitude only), "
                "which is what the pgd repair uses.")
+elif share < 0.01:
+    st.warning(f"p_s is concentrated on very few samples (effective sample share {share:.2%}): the gradient norms "
+               "of this split span orders of magnitude, so p_s = ‖g‖ / max ‖g‖ of its class is close to 0 for all "
+               "but the samples with the largest gradients. Rankings (AUC, galleries) stay valid.")
 
 # ---- the likely-mislabelled flag ---------------------------------------------------------
 st.subheader("Likely mislabelled")
@@ -61,34 +65,19 @@ view = frame if picked == "all classes" else frame[frame["label"] == class_names
 if view.empty:
     st.info(f"No training samples are labelled {picked}.")
     st.stop()
-tabs = st.tabs(list(SCORES))
-for tab, score in zip(tabs, SCORES):
-    with tab:
-        if has_histogram_data(view, score):
-            st.plotly_chart(score_histogram(view, score, color_by=color_by, planted=planted,
-                                            delta=frame.attrs["delta"]), key=f"grad_hist_{score}")
-        else:
-            ui.empty_chart(f"No finite {score} value to draw for {picked}.")
+# one histogram at a time: each carries every sample's value (six were 1.7 MB at 20,000 samples)
+score = st.segmented_control("Score", list(SCORES), default=next(iter(SCORES)), required=True, key="grad_score")
+if has_histogram_data(view, score):
+    st.plotly_chart(score_histogram(view, score, color_by=color_by, planted=planted, delta=frame.attrs["delta"]),
+                    key=f"grad_hist_{score}")
+else:
+    ui.empty_chart(f"No finite {score} value to draw for {picked}.")
 st.caption("An axis is log10 when the values span three or more orders of magnitude (M and D are normalised over "
            "thousands of samples; the entropy of a confident prediction is close to 0).")
 
 # ---- galleries -----------------------------------------------------------------------
 st.subheader("Samples")
-n = int(st.slider("Images per gallery", 6, 36, 12, step=6, key="grad_n"))
-by_p = view.sort_values("log_p_s", ascending=False)
-flagged = view[view["noisy"]].sort_values("noise_rank")
-paper_only = view[view["noisy_paper"] & ~view["noisy"]].sort_values("noise_rank")
-g1, g2, g3, g4 = st.tabs([f"Flagged likely mislabelled ({len(flagged):,})", "Highest p_s (likely minority)",
-                          "Lowest p_s (most typical)", f"Paper's rule only ({len(paper_only):,})"])
-with g1:
-    W.review_gallery(ws, flagged.head(n), version, tag="noisy")
-with g2:
-    W.review_gallery(ws, by_p.head(n), version, tag="hi")
-with g3:
-    W.review_gallery(ws, by_p.tail(n).iloc[::-1], version, tag="lo")
-with g4:
-    st.caption("Samples above the paper's threshold that the calibrated flag leaves out, most suspicious first.")
-    W.review_gallery(ws, paper_only.head(n), version, tag="paper")
+W.galleries(ws, view, version)
 reviews = ws.store.list_reviews("mislabel", model_version=version)
 if reviews:
     confirmed = sum(r["verdict"] == "mislabelled" for r in reviews)

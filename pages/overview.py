@@ -52,14 +52,17 @@ if ws.num_classes <= 60:
 else:  # a bar per class is unreadable: the classes sorted by size, named on hover
     counts = counts.sort_values(["split", "images"], ascending=[True, False])
     counts["rank"] = counts.groupby("split").cumcount() + 1
-    fig = px.line(counts, x="rank", y="images", color="split", hover_data=["class"],
+    # svg: past 1,000 points plotly express draws with WebGL, whose context alone took 0.4 s of the
+    # browser's main thread (a line is one path either way)
+    fig = px.line(counts, x="rank", y="images", color="split", hover_data=["class"], render_mode="svg",
                   title=f"Images per class, {ws.num_classes:,} classes sorted by size")
 st.plotly_chart(fig, key="class_counts")
 
-with st.expander("Per-class precision, recall and F1 (eval)"):
-    st.dataframe(per_class_metrics(out.labels, out.preds, ws.class_names, task=out.task), hide_index=True,
-                 key="ov_per_class", column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                                    for c in ("precision", "recall", "f1")})
+per_class = st.expander("Per-class precision, recall and F1 (eval)", key="ov_per_class_open", on_change="rerun")
+if per_class.open:  # drawn when opened: one row per class
+    per_class.dataframe(per_class_metrics(out.labels, out.preds, ws.class_names, task=out.task), hide_index=True,
+                        key="ov_per_class", column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                           for c in ("precision", "recall", "f1")})
 
 st.subheader("Model versions")
 st.dataframe(OV.versions_table(ws), hide_index=True, key="versions_table",

@@ -84,14 +84,16 @@ with right:
     if pairs.empty:
         st.caption("No weakspots at these settings.")
     else:
-        st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table")
+        w.pairs_table(pairs)
         w.target_picker(ws, pairs)
 
 st.subheader("Pivotal images and their nearest neighbours")
 w.pivotal_gallery(ws, version, rep, table, pivotal, pairs, k=k, radius=radius)
 
-with st.expander("Notes on pivotal images"):
-    w.notes(ws, version, pivotal)
+notes = st.expander("Notes on pivotal images", key="ws_notes_open", on_change="rerun")
+if notes.open:  # drawn when opened
+    with notes:
+        w.notes(ws, version, pivotal)
 
 if st.checkbox("Show a 2-D map of the embeddings (PCA)", key="ws_map"):
     xy = w.embedding_map(box)

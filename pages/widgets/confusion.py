@@ -29,6 +29,9 @@ def pick_version(ws, key: str, *, label: str = "Model version") -> str:
 
 PAIRS_KEPT = 5000    # ranked pairs kept per outputs (all of them up to 100 classes)
 HEATMAP_LIMIT = 40   # classes in an annotated heat map
+#: the overview of every class starts open up to this many classes; past it the figure is
+#: 350 KB or more (1,000 classes: 360 KB, 0.5 s of the browser's main thread), drawn on demand
+OVERVIEW_OPEN_LIMIT = 500
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

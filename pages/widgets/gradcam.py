@@ -15,10 +15,13 @@ from diagnostics.cam_summary import mean_cams
 from diagnostics.figures_gradcam import class_mean_figure, looks_figure, overlay, pair_mean_figure
 from diagnostics.gradcam import upsample_cams
 from diagnostics.mask_sources import image_to_input, mask_to_input
+from diagnostics import run_gradcam
 from diagnostics.run_gradcam import (
-    cached_gradcam, class_looks, default_pairs, pair_summary, workspace_gradcam, workspace_regions, workspace_shares,
+    cached_gradcam, class_looks, default_pairs, gradcam_job, pair_summary, start_gradcam_job,
+    workspace_gradcam, workspace_regions, workspace_shares,
 )
 from pages import ui
+from workspace import jobs
 from workspace.errors import Cancelled, WorkspaceError
 from workspace.targets import Target
 
@@ -40,6 +43,11 @@ def gradcam(ws, split: str, version: str, target: str | None, outputs, *, stop: 
         result = cached_gradcam(ws, split, version, target=target)
         if result is not None:
             return result
+        if outputs.n > run_gradcam.BACKGROUND_IMAGES:
+            background(ws, split, version, target)
+            if stop:
+                st.stop()
+            return None
         run_id = f"{split}|{version}|{target}"
         if st.session_state.get(CANCELLED) == run_id:
             st.warning("The Grad-CAM pass was stopped before it finished (Cancel, or a setting changed "
@@ -63,6 +71,46 @@ def gradcam(ws, split: str, version: str, target: str | None, outputs, *, stop: 
         st.session_state[CANCELLED] = None
         st.error(f"Grad-CAM is not available: {exc}")
         st.stop()
+
+
+def _job_panel(ws, split: str, version: str, target: str | None) -> None:
+    job = gradcam_job(ws, split, version, target)
+    state = None if job is None else job["status"]
+    explained = "the predicted class" if target is None else target
+    suffix = "" if target is None else f":{target}"
+    if state in jobs.ACTIVE:
+        waiting = " (queued)" if state == "queued" else ""
+        st.progress(float(job["progress"] or 0.0),
+                    text=f"Computing Grad-CAM of {explained} ({version}, {split}){waiting}: {job['message'] or ''}")
+        if st.button("Cancel", key=f"gc_job_cancel{suffix}", help="Stops the Grad-CAM job (nothing partial is kept)"):
+            jobs.request_cancel(ws, job["id"])
+            st.rerun(scope="fragment")
+        return
+    if cached_gradcam(ws, split, version, target=target) is not None:
+        st.rerun(scope="app")  # done: draw the page with the heatmaps
+    if state == "failed":
+        st.error(f"The Grad-CAM job failed: {job['error']}")
+    elif state == "cancelled":
+        st.warning("The Grad-CAM job was cancelled; nothing partial was stored.")
+    if st.button("Compute Grad-CAM", key=f"gc_job_start{suffix}", type="primary"):
+        start_gradcam_job(ws, split, version, target)
+        st.rerun(scope="app")
+
+
+def background(ws, split: str, version: str, target: str | None) -> None:
+    """A pass over many images as a background job: started on the first visit, its progress
+    (with ETA) and a Cancel button polled every second while it runs; the page reruns when the
+    heatmaps are stored. A failed or cancelled job waits for a click to start again."""
+    job = gradcam_job(ws, split, version, target)
+    if job is None:
+        try:
+            start_gradcam_job(ws, split, version, target)
+        except WorkspaceError as exc:
+            st.error(f"Grad-CAM is not available: {exc}")
+            return
+        job = gradcam_job(ws, split, version, target)
+    running = job is not None and job["status"] in jobs.ACTIVE
+    st.fragment(_job_panel, run_every=1.0 if running else None)(ws, split, version, target)
 
 
 def regions(ws, result):
@@ -94,26 +142,31 @@ def _label(ws, lab) -> str:
         ws.class_names[k] for k in np.nonzero(np.asarray(lab) > 0.5)[0])
 
 
-def overlays(ws, split: str, result, rows, captions, *, masks=None, obj: str | None = None, columns: int = 6) -> None:
-    """Images with their heatmap rows overlaid (and an object's outline when masks are given)."""
+def overlays(ws, split: str, result, rows, captions, *, masks=None, obj: str | None = None, width: int = 150) -> None:
+    """Images with their heatmap rows overlaid (and an object's outline when masks are given), in
+    one image element (a column and an element per image cost the browser ~30 DOM nodes each)."""
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         st.caption("No images.")
         return
     t = ws.config.transform
     cams = upsample_cams(result.cams[rows], result.input_size)
-    cols = st.columns(columns)
+    images, shown, broken = [], [], []
     for j, row in enumerate(rows):
         index = int(result.indices[row])
-        with cols[j % columns]:
-            try:
-                img = image_to_input(ws.split(split).load(index), resize=t.resize, crop=t.crop)
-                mask = None if masks is None or obj is None else masks.objects(index).get(obj)
-                mask = None if mask is None else mask_to_input(mask, resize=t.resize, crop=t.crop)
-            except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
-                st.caption(f"#{index}: cannot load ({type(exc).__name__})")
-                continue
-            st.image(overlay(img, cams[j], mask), width="stretch", caption=captions[j])
+        try:
+            img = image_to_input(ws.split(split).load(index), resize=t.resize, crop=t.crop)
+            mask = None if masks is None or obj is None else masks.objects(index).get(obj)
+            mask = None if mask is None else mask_to_input(mask, resize=t.resize, crop=t.crop)
+        except Exception as exc:  # noqa: BLE001 - a broken image must not break the page
+            broken.append(f"#{index}: cannot load ({type(exc).__name__})")
+            continue
+        images.append(overlay(img, cams[j], mask))
+        shown.append(captions[j])
+    if images:
+        st.image(images, caption=shown, width=width)
+    if broken:
+        st.caption("; ".join(broken))
 
 
 def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit: int = 12) -> None:
@@ -158,21 +211,47 @@ def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit:
                  [f"#{int(outputs.indices[q])} p({names[gp]}) {probs[q, gp]:.2f}" for q in pos[order]])
 
 
+LOOKS_BARS = 60     # classes with a bar pair in the "where it looks" chart
+MEAN_MAPS = 10      # mean maps drawn at first when more classes have some (the rest: pick them)
+
+
 def looks_view(ws, result, regions_) -> None:
-    """Per predicted class: centre/border shares (a background-looking class stands out) and mean maps."""
+    """Per predicted class: centre/border shares (a background-looking class stands out) and mean maps.
+
+    Past :data:`LOOKS_BARS` classes the chart keeps the classes that look most at the border
+    (the table below it lists every class), and the mean maps start with the
+    :data:`MEAN_MAPS` of them, more on demand: a chart of 1,000 bar pairs and 40 small heat maps
+    were 10,000 DOM nodes in the browser.
+    """
     looks = class_looks(ws, result, regions_)
     st.caption(f"Share of each heatmap's positive relevance in the centre box (the middle "
                f"{regions_.centre_fraction:.0%} of each side, {regions_.centre_area:.0%} of the image) and on the "
                f"border (within {regions_.border_fraction:.1%} of an edge, {regions_.border_area:.0%} of the image), "
                "averaged per predicted class. A class well above the dashed border line looks at the background.")
-    st.plotly_chart(looks_figure(looks, centre_area=regions_.centre_area, border_area=regions_.border_area),
+    by_border = looks.sort_values("border_share", ascending=False, kind="stable")
+    if len(looks) > LOOKS_BARS:
+        st.caption(f"{len(looks):,} classes: the chart shows the {LOOKS_BARS} that look most at the border; the "
+                   "table lists every class (sort it by any column).")
+    st.plotly_chart(looks_figure(by_border.head(LOOKS_BARS) if len(looks) > LOOKS_BARS else looks,
+                                 centre_area=regions_.centre_area, border_area=regions_.border_area),
                     key="gc_looks_chart")
     st.dataframe(looks, hide_index=True, key="gc_looks_table", column_config=SHARE_FORMAT)
     means, counts = mean_cams(result.cams, result.classes, n_groups=ws.num_classes)
-    shown = np.flatnonzero(counts > 0)[:40]
-    st.caption("Mean heat map per predicted class" + (" (the first 40 classes)" if (counts > 0).sum() > 40 else ""))
-    st.plotly_chart(class_mean_figure(_display(means[shown], result.input_size), counts[shown],
-                                      [ws.class_names[k] for k in shown]), key="gc_class_means")
+    present = np.flatnonzero(counts > 0)
+    if len(present) <= MEAN_MAPS:
+        shown = present
+        st.caption("Mean heat map per predicted class")
+    else:
+        index = {name: k for k, name in enumerate(ws.class_names)}
+        default = [index[c] for c in by_border["class"].head(MEAN_MAPS)]
+        shown = np.asarray(st.multiselect(
+            "Mean heat map per predicted class", present.tolist(), default=default,
+            format_func=ws.class_names.__getitem__, key="gc_mean_classes", max_selections=40,
+            help=f"{len(present):,} classes have heatmaps; the {MEAN_MAPS} that look most at the border come first"),
+            dtype=np.int64)
+    if len(shown):
+        st.plotly_chart(class_mean_figure(_display(means[shown], result.input_size), counts[shown],
+                                          [ws.class_names[k] for k in shown]), key="gc_class_means")
 
 
 def gallery(ws, split: str, result, shares_, masks, cls: int, obj: str, threshold: float, *, limit: int = 12) -> None:

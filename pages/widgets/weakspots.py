@@ -18,6 +18,11 @@ from workspace.errors import WorkspaceError
 
 K_MAX = 50          # one search with the largest k the slider allows; smaller k slice it
 REVIEW_KIND = "pivotal"
+#: choices offered by a select (the pairs with the most weakspots, the first pivotal images): at
+#: 1,000 classes the full lists were 5,000 pairs and 8,000 images, 400 KB sent on every slider move
+PAIR_OPTIONS = 100
+NOTE_OPTIONS = 200
+LAZY_ROWS = 2000    # a longer table loads its rows lazily (the browser fetches what it shows)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -99,12 +104,38 @@ def _pair_label(r) -> str:
     return f"{r.a} ↔ {r.b} ({r.count} weakspot{'s' if r.count != 1 else ''})"
 
 
+def _pair_labels(pairs: pd.DataFrame, key: str) -> dict:
+    """``{(a_id, b_id): label}`` of the :data:`PAIR_OPTIONS` pairs with the most weakspots, and of
+    the pair picked under ``key`` if it has fewer (it stays picked)."""
+    shown = pairs.head(PAIR_OPTIONS)
+    picked = st.session_state.get(key)
+    if len(pairs) > PAIR_OPTIONS and isinstance(picked, tuple) and len(picked) == 2:
+        extra = pairs[(pairs["a_id"] == picked[0]) & (pairs["b_id"] == picked[1])]
+        shown = pd.concat([shown, extra]) if len(extra) and picked not in set(zip(shown["a_id"], shown["b_id"])) \
+            else shown
+    return {(int(r.a_id), int(r.b_id)): _pair_label(r) for r in shown.itertuples()}
+
+
+def _pairs_help(pairs: pd.DataFrame) -> str | None:
+    if len(pairs) <= PAIR_OPTIONS:
+        return None
+    return (f"The {PAIR_OPTIONS} of {len(pairs):,} pairs with the most weakspots; the table lists them all, and the "
+            "gallery's Label / Predicted filters find the pivotal images of any pair.")
+
+
+def pairs_table(pairs: pd.DataFrame) -> None:
+    """The weak pairs, most weakspots first (sortable; a long table loads its rows lazily)."""
+    st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table",
+                 lazy=len(pairs) > LAZY_ROWS)
+
+
 def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """The pivotal images of one weak pair (either direction), or all of them; the labels'
     counts follow the sliders."""
     labels = {None: f"all pairs ({len(pivotal):,} pivotal images)"}
-    labels.update({(int(r.a_id), int(r.b_id)): _pair_label(r) for r in pairs.itertuples()})
-    pick = counted_select(container, "Show pair", list(labels), labels.__getitem__, key="ws_gallery_pair")
+    labels.update(_pair_labels(pairs, "ws_gallery_pair"))
+    pick = counted_select(container, "Show pair", list(labels), labels.__getitem__, key="ws_gallery_pair",
+                          help=_pairs_help(pairs))
     if pick is None:
         return pivotal
     a, b = pick
@@ -142,8 +173,8 @@ def target_picker(ws, pairs: pd.DataFrame) -> None:
     labels' counts follow the sliders."""
     if pairs.empty:
         return
-    labels = {(int(r.a_id), int(r.b_id)): _pair_label(r) for r in pairs.itertuples()}
-    a, b = counted_select(st, "Weak pair", list(labels), labels.__getitem__, key="ws_pair")
+    labels = _pair_labels(pairs, "ws_pair")
+    a, b = counted_select(st, "Weak pair", list(labels), labels.__getitem__, key="ws_pair", help=_pairs_help(pairs))
     ui.offer_target(ws, Target(((a, b),), ws.class_names), key="ws_use_target", source="weakspots page")
     ui.target_links(ws)
 
@@ -152,8 +183,20 @@ def notes(ws, version: str, pivotal: pd.DataFrame) -> None:
     """A note on one pivotal image, stored as review ("pivotal", "<split>:<index>")."""
     if pivotal.empty:
         return
-    keys = [f"{r.split}:{r.index}" for r in pivotal.itertuples()]
-    key = st.selectbox("Pivotal image", keys, key="ws_note_image")
+    keys = [f"{s}:{i}" for s, i in zip(pivotal["split"], pivotal["index"])]
+    noted = {r["key"] for r in ws.store.list_reviews(REVIEW_KIND, model_version=version)}
+    # the first NOTE_OPTIONS images and those with a note are offered; any other can be typed
+    offered = keys[:NOTE_OPTIONS] + [k for k in keys[NOTE_OPTIONS:] if k in noted]
+    picked = st.session_state.get("ws_note_image")
+    if picked in keys and picked not in offered:
+        offered.append(picked)
+    key = st.selectbox("Pivotal image", offered, key="ws_note_image", accept_new_options=len(keys) > len(offered),
+                       help=None if len(keys) == len(offered) else
+                       f"The first {NOTE_OPTIONS} of {len(keys):,} pivotal images and those with a note; type "
+                       "another one's reference (split:index, as in the gallery) to note it")
+    if key not in set(keys):
+        st.warning(f"{key} is not a pivotal image at these settings.")
+        return
     old = ws.store.get_review(REVIEW_KIND, key, model_version=version)
     text = st.text_area("Note", value=(old or {}).get("note", ""), key=f"ws_note_text_{key}",
                         placeholder="What is in this image that may explain the weakspot?")

@@ -9,8 +9,13 @@ the model. The outputs have a known structure:
   images are predicted as the sibling), and ``RANDOM_RATE`` of its images go to a random class;
 * the pair (0, 1) is confused more than any other (``TOP_RATE`` each way), so it is the most
   confused pair;
-* embeddings (16-D) sit near the centre of the predicted class, so misclassified samples have
-  pure neighbourhoods of their prediction: the weakspots page finds pivotal images.
+* embeddings (16-D, non-negative like the ReLU output they stand for) sit near the centre of the
+  predicted class, nudged a little towards the labelled class, so misclassified samples have
+  pure neighbourhoods of their prediction: the weakspots page finds pivotal images;
+* the outputs are what the factory model's head gives on those embeddings: the stored weights
+  have a head whose rows are the class centres (a nearest-centre classifier, scaled by
+  ``LOGIT_SCALE``), the logits are exactly ``head(embedding)`` and the probabilities their
+  softmax, so the exact last-layer closed form of the gradient scores applies, as on a real model.
 
 Everything is seeded; the same arguments give the same files and outputs.
 """
@@ -26,6 +31,9 @@ SIBLING_RATE = 0.10
 RANDOM_RATE = 0.10
 TOP_RATE = 0.40
 EMBED_DIM = 16
+CENTRE_SEED = 1234
+LOGIT_SCALE = 0.2     # logits = LOGIT_SCALE * (e . c_k - |c_k|^2 / 2): the prediction is the nearest centre
+TOWARD_LABEL = 0.15   # a misclassified embedding moves this share of the way to its label's centre
 
 MODEL = textwrap.dedent('''
     import torch
@@ -79,23 +87,57 @@ def synthetic_predictions(labels: np.ndarray, k: int, rng: np.random.Generator) 
     return preds.astype(np.int64)
 
 
+def class_centres(k: int) -> np.ndarray:
+    """(k, EMBED_DIM) float32 non-negative class centres (the same for every split and seed)."""
+    return np.abs(np.random.default_rng(CENTRE_SEED).normal(0.0, 3.0, size=(k, EMBED_DIM))).astype(np.float32)
+
+
+def head_weights(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The head of the stored model: (k, EMBED_DIM) weight and (k,) bias, float32.
+
+    ``LOGIT_SCALE * (e . c_k - |c_k|^2 / 2)`` is, up to a term that is the same for every class,
+    ``-LOGIT_SCALE / 2 * |e - c_k|^2``: the argmax is the nearest class centre.
+    """
+    c = class_centres(k)
+    return LOGIT_SCALE * c, (-0.5 * LOGIT_SCALE * (c.astype(np.float64) ** 2).sum(1)).astype(np.float32)
+
+
+def _head_logits(embeddings: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """head(embedding) exactly as torch's ``nn.Linear`` computes it (float32)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.nn.functional.linear(torch.from_numpy(embeddings), torch.from_numpy(weight),
+                                          torch.from_numpy(bias)).numpy()
+
+
 def synthetic_outputs(labels: np.ndarray, k: int, *, split: str, seed: int, names: list[str]):
-    """Synthetic :class:`~workspace.cache.InferenceOutputs` for ``labels`` (see the module docstring)."""
+    """Synthetic :class:`~workspace.cache.InferenceOutputs` for ``labels`` (see the module docstring).
+
+    The embeddings are drawn around the planted prediction's centre; where the noise would carry
+    one closer to another centre it is put back on its prediction's centre (and the nudge towards
+    the label dropped), so ``argmax head(embedding)`` is the planted prediction for every sample.
+    """
+    import torch
+
     from workspace.cache import InferenceOutputs
 
     rng = np.random.default_rng(seed)
     n = len(labels)
     preds = synthetic_predictions(labels, k, rng)
-    logits = rng.normal(0.0, 1.0, size=(n, k)).astype(np.float32)
-    rows = np.arange(n)
-    logits[rows, labels] += 3.0
-    logits[rows, preds] = logits.max(axis=1) + 2.0 + rng.random(n).astype(np.float32)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    centres = np.random.default_rng(1234).normal(0.0, 3.0, size=(k, EMBED_DIM)).astype(np.float32)
-    embeddings = centres[preds] + rng.normal(0.0, 0.5, size=(n, EMBED_DIM)).astype(np.float32)
-    return InferenceOutputs(logits=logits, probs=probs.astype(np.float32), preds=preds, labels=labels.astype(np.int64),
+    centres = class_centres(k)
+    weight, bias = head_weights(k)
+    toward = np.where(preds != labels, TOWARD_LABEL, 0.0).astype(np.float32)[:, None]
+    base = centres[preds] + toward * (centres[labels] - centres[preds])
+    embeddings = np.maximum(base + rng.normal(0.0, 0.5, size=(n, EMBED_DIM)).astype(np.float32), 0.0)
+    for fallback in (centres[preds] + toward * (centres[labels] - centres[preds]), centres[preds]):
+        wrong = _head_logits(embeddings, weight, bias).argmax(1) != preds
+        embeddings[wrong] = np.maximum(fallback[wrong], 0.0)
+    logits = _head_logits(embeddings, weight, bias)
+    if not np.array_equal(logits.argmax(1), preds):
+        raise AssertionError("two class centres coincide: the head cannot give the planted predictions")
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    return InferenceOutputs(logits=logits, probs=probs, preds=preds, labels=labels.astype(np.int64),
                             embeddings=embeddings, indices=np.arange(n, dtype=np.int64), class_names=tuple(names),
                             split=split, model_version="orig")
 
@@ -130,7 +172,12 @@ def make_many_class_workspace(root: Path, *, classes: int, eval_per_class: int, 
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         torch.manual_seed(seed)
-        torch.save(module.build(classes).state_dict(), root / "weights.pth")
+        model = module.build(classes)
+        weight, bias = head_weights(classes)
+        with torch.no_grad():   # the head the synthetic outputs are computed with (see the module docstring)
+            model.head.weight.copy_(torch.from_numpy(weight))
+            model.head.bias.copy_(torch.from_numpy(bias))
+        torch.save(model.state_dict(), root / "weights.pth")
         (root / "workspace.toml").write_text(textwrap.dedent(f'''
             name = "synthetic {classes} classes"
             task = "single_label"

@@ -112,13 +112,18 @@ def test_workspace_without_masks_shows_the_mask_free_views(tiny_workspace):
     assert len(pair.options) == 3 and pair.options[0] == f"{names[a]} / {names[b]}"  # every pair, default first
     groups = frame(at, "group")
     assert groups["n"].sum() > 0 and set(groups.columns) >= {"centre_share", "border_share", "n_empty"}
-    looks = frame(at, "border_share_wrong")
-    assert set(looks["class"]) <= {"cat", "dog", "fox"} and looks["n"].sum() == 9  # every eval image once
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 1   # only the open tab is drawn: the pair's mean maps
     # explaining one class of the pair on every image: a second pass, and the gallery says which class
     at.radio(key="gc_pair_explain").set_value(a).run()
     assert not at.exception, at.exception
     assert any(f"heatmap of {names[a]}" in m.value for m in at.markdown)
+    at.session_state["gc_view"] = "Where it looks"   # the user opens the other tab
+    at.run()
+    assert not at.exception, at.exception
+    looks = frame(at, "border_share_wrong")
+    assert set(looks["class"]) <= {"cat", "dog", "fox"} and looks["n"].sum() == 9  # every eval image once
+    assert len(at.get("plotly_chart")) == 2   # the shares chart and the mean maps, not the pair's
+    assert not [d for d in at.dataframe if "group" in d.value.columns]
 
 
 def test_torchscript_model_page_says_why(tiny_workspace):
@@ -198,6 +203,8 @@ def test_pair_view_defaults_to_the_repair_target(demo_ws, demo_eval):
     at.run()
     at.switch_page("pages/gradcam.py").run()
     assert not at.exception, at.exception
+    at.session_state["gc_view"] = "Mistakes of a pair"   # with masks, the associations tab opens first
+    at.run()
     names = demo_ws.class_names
     a, b = at.selectbox(key="gc_pair").value
     assert {names[a], names[b]} == {"triangle", "oval"}

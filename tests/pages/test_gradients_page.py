@@ -37,9 +37,14 @@ def test_page_shows_scores_histograms_galleries_table_and_exports(tiny_workspace
     assert metrics["Effective sample share of p_s"].endswith("%")
     assert "Minority ROC AUC of p_s" not in metrics  # no ground truth outside the demo
     assert not at.warning  # lambda 0 by default: p_s does not collapse
-    assert len(at.get("plotly_chart")) == 6
+    # one histogram at a time, the score picked above it
+    assert len(at.get("plotly_chart")) == 1 and "grad_hist_M" in at.get("plotly_chart")[0].proto.id
+    at.segmented_control(key="grad_score").set_value("comp_loss").run()
+    assert len(at.get("plotly_chart")) == 1 and "grad_hist_comp_loss" in at.get("plotly_chart")[0].proto.id
     assert len(at.get("download_button")) == 2
     assert at.dataframe and list(at.dataframe[0].value.columns) == run_gradients.EXPORT_COLUMNS
+    at.session_state["grad_gallery"] = W.HIGHEST   # a gallery with images (the tiny model may flag none)
+    at.run()
     text = captions(at)
     assert all(f"**{name}**: {meaning}" in text for name, meaning in W.GLOSSARY.items())  # what each score means
     assert "p(label)" in text and "entropy" in text and "CE " in text  # the evidence under the images
@@ -66,6 +71,8 @@ def test_flag_slider_tightens_and_reports_share_and_threshold(tiny_workspace):
 
 def test_review_buttons_store_a_mislabel_review(tiny_workspace):
     at = open_page(tiny_workspace)
+    at.session_state["grad_gallery"] = W.HIGHEST   # only the open gallery tab is drawn
+    at.run()
     key = next(b.key for b in at.button if b.key and b.key.startswith("rev_hi_mis_"))
     index = int(key.rsplit("_", 1)[1])
     at.button(key=key).click().run()
@@ -79,7 +86,12 @@ def test_review_buttons_store_a_mislabel_review(tiny_workspace):
 
 def test_every_gallery_offers_the_mislabel_review(tiny_workspace):
     at = open_page(tiny_workspace)
-    tags = {b.key.split("_")[1] for b in at.button if b.key and b.key.startswith("rev_")}
+    tags = set()
+    for tab in [t.label for t in at.tabs if t.label.startswith(("Flagged", "Highest", "Lowest", "Paper"))]:
+        at.session_state["grad_gallery"] = tab   # one gallery drawn at a time: open each
+        at.run()
+        assert not at.exception, at.exception
+        tags |= {b.key.split("_")[1] for b in at.button if b.key and b.key.startswith("rev_")}
     assert {"hi", "lo"} <= tags  # the flagged galleries are filled when the tiny model flags something
     assert tags <= {"noisy", "hi", "lo", "paper"}
 

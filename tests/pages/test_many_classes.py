@@ -95,8 +95,67 @@ def test_overview_lists_precision_recall_and_f1(many):
     from workspace.core import open_workspace
 
     at = _app(many)
+    assert not [d for d in at.dataframe if "f1" in d.value.columns]   # drawn when the expander opens
+    at.session_state["ov_per_class_open"] = True
+    at.run()
     out = open_workspace(many).outputs("eval")
     expected = per_class_metrics(out.labels, out.preds, out.class_names)
     got = next(d.value for d in at.dataframe if "f1" in d.value.columns)
     assert len(got) == K and np.allclose(got["f1"], expected["f1"], equal_nan=True)
     assert got["support"].tolist() == [EVAL_PER_CLASS] * K
+
+
+def test_outputs_are_the_stored_heads_outputs_so_gradient_scores_take_the_closed_form(many):
+    import torch
+
+    from diagnostics import run_gradients
+    from workspace.core import open_workspace
+
+    ws = open_workspace(many)
+    model = ws.model()
+    for split in ("eval", "train"):
+        out = ws.outputs(split)
+        with torch.no_grad():
+            logits = model.head(torch.from_numpy(np.array(out.embeddings))).numpy()
+        assert np.allclose(logits, out.logits, atol=1e-5)
+        assert np.allclose(out.probs, torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+        assert (out.embeddings >= 0).all()   # the head's input is a ReLU output
+        assert np.array_equal(out.logits.argmax(1), out.preds)
+        # the planted structure survives: the sibling pair (0, 1) is the most confused
+        assert ((out.labels == 0) & (out.preds == 1)).sum() > 0.3 * (out.labels == 0).sum()
+        assert run_gradients._closed_form(ws, model, out)
+
+
+def test_grad_cam_of_many_images_runs_as_a_job_with_progress_and_fills_in(tmp_path, monkeypatch):
+    import time
+
+    from diagnostics import run_gradcam
+    from workspace import jobs
+    from workspace.core import open_workspace
+
+    # its own workspace (the other tests compute Grad-CAM in the page): 3,000 eval images, a job past 1,000
+    many = make_many_class_workspace(tmp_path, classes=100, eval_per_class=30, train_per_class=2)
+    monkeypatch.setattr(run_gradcam, "BACKGROUND_IMAGES", 1000)
+    at = _app(many)
+    at.switch_page("pages/gradcam.py").run()
+    assert not at.exception, at.exception
+    ws = open_workspace(many)
+    job = run_gradcam.gradcam_job(ws, "eval", "orig")
+    assert job is not None and job["kind"] == run_gradcam.GRADCAM_KIND
+    if job["status"] in jobs.ACTIVE:   # the page shows the job, not the views that need it
+        assert "Computing Grad-CAM of the predicted class" in at.get("progress")[0].proto.text
+        assert at.button(key="gc_job_cancel") is not None and not at.tabs
+    deadline = time.monotonic() + 300
+    while jobs.get_job(ws, job["id"])["status"] in jobs.ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert jobs.get_job(ws, job["id"])["status"] == "done"
+    assert run_gradcam.cached_gradcam(ws, "eval", "orig").n == 100 * 30
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.tabs] == ["Mistakes of a pair", "Where it looks"]
+    at.session_state["gc_view"] = "Where it looks"
+    at.run()
+    # 100 classes: the chart keeps the 60 that look most at the border, 10 mean maps at first
+    looks = [c for c in at.get("plotly_chart") if "gc_looks_chart" in c.proto.id]
+    assert len(json.loads(looks[0].proto.spec)["data"][0]["x"]) == 60
+    assert len(at.multiselect(key="gc_mean_classes").value) == 10

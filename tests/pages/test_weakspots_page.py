@@ -65,6 +65,9 @@ def test_page_matches_the_library_and_reacts_to_sliders(demo_ws, demo_rep):
 
 def test_note_on_a_pivotal_image_is_stored(demo_ws):
     at = _page()
+    assert not [b for b in at.selectbox if b.key == "ws_note_image"]   # drawn when the expander opens
+    at.session_state["ws_notes_open"] = True
+    at.run()
     key = at.selectbox(key="ws_note_image").value
     at.text_area(key=f"ws_note_text_{key}").input("the disk is squashed like an oval").run()
     at.button(key="ws_note_save").click().run()
