@@ -182,3 +182,41 @@ def test_bad_shapes_are_refused():
         N.noise_table(np.ones((3, 2)) / 2, np.array([0, 1]))
     with pytest.raises(ValueError, match="class indices"):
         N.noise_table(np.ones((2, 2)) / 2, np.array([0, 2]))
+    with pytest.raises(ValueError, match="held-out probabilities have 3 classes"):
+        N.noise_table(np.ones((2, 2)) / 2, np.array([0, 1]), heldout_probs=np.ones((2, 3)) / 3,
+                      heldout_labels=np.array([0, 1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_noise_table_equals_the_public_functions_composed(dtype, monkeypatch):
+    """The block-by-block table gives the numbers of the public functions on the whole arrays,
+    for float32 inputs (converted per block) too, with blocks that split the rows unevenly."""
+    rng = np.random.default_rng(1)
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(dtype)
+
+    probs, labels = softmax(rng.normal(size=(403, 7)) * 4), rng.integers(0, 7, size=403)
+    held, held_labels = softmax(rng.normal(size=(151, 7)) * 4), rng.integers(0, 7, size=151)
+    original = N._blocks
+    monkeypatch.setattr(N, "_blocks", lambda p, y, chunk: original(p, y, 50))   # 9 blocks, the last of 3 rows
+    table = N.noise_table(probs, labels, heldout_probs=held, heldout_labels=held_labels)
+
+    ce, entropy = N.loss_and_entropy(probs, labels)
+    paper, comp, delta = N.paper_flag(probs, labels)
+    counts = N.estimate_label_errors(probs, labels, heldout_probs=held, heldout_labels=held_labels)
+    p64 = probs.astype(np.float64)
+    pred = p64.argmax(1)
+    default = N.select_per_pair(comp, paper, labels, pred, counts)
+    np.testing.assert_array_equal(table["pred"], pred)
+    np.testing.assert_array_equal(table["p_label"], p64[np.arange(403), labels])
+    np.testing.assert_array_equal(table["ce"], ce)
+    np.testing.assert_array_equal(table["entropy"], entropy)
+    np.testing.assert_array_equal(table["comp_loss"], comp)
+    np.testing.assert_array_equal(table["noisy_paper"], paper)
+    np.testing.assert_array_equal(table["noise_rank"], N.noise_ranks(comp, paper, default))
+    assert table.attrs["noise_default"] == int(default.sum()) > 0
+    assert table.attrs["delta"] == delta
+    joint = N.confident_joint(probs, labels)
+    assert table.attrs["confident_errors"] == int(joint.sum() - np.trace(joint))
