@@ -48,6 +48,25 @@ def demo_train(demo_ws):
     return demo_ws.outputs("train")
 
 
+@pytest.fixture
+def isolated_demo(demo_ws, demo_train, tmp_path, monkeypatch):
+    """The shapes demo opened from a copy of the session's state home (its caches included): runs
+    and model versions a test makes there do not reach the shared demo, whose pages other tests
+    expect with the original model alone."""
+    import shutil
+
+    from workspace.core import open_workspace
+
+    from pages import ui
+
+    home = tmp_path / "home"
+    shutil.copytree(Path(os.environ["GROUPFIX_HOME"]) / "demo", home / "demo")
+    monkeypatch.setenv("GROUPFIX_HOME", str(home))
+    ui._load_workspace.clear()  # the app's cached "demo" is the shared one: open the copy
+    yield open_workspace("demo")
+    ui._load_workspace.clear()  # and never hand the copy to later tests
+
+
 TINY_FACTORY = textwrap.dedent('''
     import torch
     from torch import nn

@@ -13,12 +13,12 @@ from workspace.targets import Target
 TIMEOUT = 300
 
 
-def test_bir_page_shows_the_layers_scores_and_finished_runs(demo_ws, demo_train):
-    found = run_bir.identification(demo_ws, "orig")         # what the page's job computes
-    run_bir.raw_scores(demo_ws, "orig", found=found)
-    run_id = runs.create_run(demo_ws, "bir", Target(((0, 1),), demo_ws.class_names), 0.05,
+def test_bir_page_shows_the_layers_scores_and_finished_runs(isolated_demo):
+    found = run_bir.identification(isolated_demo, "orig")         # what the page's job computes
+    run_bir.raw_scores(isolated_demo, "orig", found=found)
+    run_id = runs.create_run(isolated_demo, "bir", Target(((0, 1),), isolated_demo.class_names), 0.05,
                              TrainConfig(device="cpu", max_steps=2))
-    job = jobs.run_job(demo_ws, run_id)
+    job = jobs.run_job(isolated_demo, run_id)
     assert job["status"] == "done", job["error"]
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()

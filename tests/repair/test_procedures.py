@@ -51,23 +51,23 @@ def test_bir_needs_a_reserved_set(tiny_workspace):
         runs.create_run(ws, "bir", Target(((0, 1),), ws.class_names), 0.05, TrainConfig(device="cpu"))
 
 
-def test_bir_run_stops_on_held_out_samples_and_plots_its_own_epochs(demo_ws, demo_train):
+def test_bir_run_stops_on_held_out_samples_and_plots_its_own_epochs(isolated_demo):
     """A bir run on the demo: the treatment's held-out stop is logged, the kept epoch named, and
     the step losses sit at their epoch of the treatment (not of the workspace's epoch count)."""
     import re
 
-    run_id = runs.create_run(demo_ws, "bir", Target(((0, 1),), demo_ws.class_names), 0.05,
+    run_id = runs.create_run(isolated_demo, "bir", Target(((0, 1),), isolated_demo.class_names), 0.05,
                              TrainConfig(device="cpu", max_steps=6, epochs=5))
-    job = jobs.run_job(demo_ws, run_id)
+    job = jobs.run_job(isolated_demo, run_id)
     assert job["status"] == "done", job["error"]
     log = job["log_tail"]
     found = re.search(r"([\d,]+) detrimental .*?([\d,]+) others mixed in, ([\d,]+) held out to stop", log)
     assert found, log
     causes, rest, held = (int(g.replace(",", "")) for g in found.groups())
-    n = len(demo_ws.split("train").labels)
+    n = len(isolated_demo.split("train").labels)
     assert held == n // 10 and causes + rest + held <= n
     assert re.search(r"bir: held-out loss [\d.]+ before, [\d.]+ after each epoch; kept ", log), log
     per_epoch = -(-(causes + rest) // 64)
-    steps = [m for m in demo_ws.store.run_metrics(run_id) if m["accuracy"] is None and m["loss"] is not None]
+    steps = [m for m in isolated_demo.store.run_metrics(run_id) if m["accuracy"] is None and m["loss"] is not None]
     assert [m["step"] for m in steps] == list(range(1, 7))
     assert [m["epoch"] for m in steps] == pytest.approx([s / per_epoch for s in range(1, 7)], abs=1e-4)  # stored rounded
