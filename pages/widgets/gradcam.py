@@ -81,7 +81,8 @@ def _job_panel(ws, split: str, version: str, target: str | None) -> None:
     if state in jobs.ACTIVE:
         waiting = " (queued)" if state == "queued" else ""
         st.progress(float(job["progress"] or 0.0),
-                    text=f"Computing Grad-CAM of {explained} ({version}, {split}){waiting}: {job['message'] or ''}")
+                    # the job's message names its stage, done/total, elapsed and ETA: said once
+                    text=(job["message"] or f"Grad-CAM of {explained} ({version}, {split})") + waiting)
         if st.button("Cancel", key=f"gc_job_cancel{suffix}", help="Stops the Grad-CAM job (nothing partial is kept)"):
             jobs.request_cancel(ws, job["id"])
             st.rerun(scope="fragment")

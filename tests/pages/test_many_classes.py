@@ -143,7 +143,7 @@ def test_grad_cam_of_many_images_runs_as_a_job_with_progress_and_fills_in(tmp_pa
     job = run_gradcam.gradcam_job(ws, "eval", "orig")
     assert job is not None and job["kind"] == run_gradcam.GRADCAM_KIND
     if job["status"] in jobs.ACTIVE:   # the page shows the job, not the views that need it
-        assert "Computing Grad-CAM of the predicted class" in at.get("progress")[0].proto.text
+        assert "Grad-CAM of the predicted class" in at.get("progress")[0].proto.text
         assert at.button(key="gc_job_cancel") is not None and not at.tabs
     deadline = time.monotonic() + 300
     while jobs.get_job(ws, job["id"])["status"] in jobs.ACTIVE and time.monotonic() < deadline:
