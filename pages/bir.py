@@ -25,6 +25,7 @@ if reserved is None:
 found = run_bir.stored(ws, version)
 if found is None or found.get("scores") is None:
     W.job_panel(ws, version)
+    W.finished_runs(ws, version)
     st.stop()
 W.layer_losses(found)
 flagged = W.scores_view(ws, version, found)

@@ -124,7 +124,6 @@ def samples(ws, version: str, found: dict, flagged: pd.DataFrame) -> None:
 
 def launch(ws, version: str) -> None:
     """The link to the Repair page and the before/after of this version's finished BIR runs."""
-    from repair import runs
     from repair.methods import BIR
 
     st.subheader("Repair")
@@ -133,10 +132,20 @@ def launch(ws, version: str) -> None:
                "many others, until the loss on 10 % held-out train samples stops falling; it keeps the best epoch, "
                "and the model's own weights when no epoch lowers that loss.")
     st.page_link("pages/repair.py", label=f"Repair with {BIR.name}", icon=":material/build:")
+    finished_runs(ws, version)
+
+
+def finished_runs(ws, version: str) -> None:
+    """Before/after of this version's finished BIR runs (drawn also before the page's own
+    identification exists: a repair run identifies for itself)."""
+    from repair import runs
+    from repair.methods import BIR
+
     done = [r for r in runs.list_runs(ws, method=BIR.name)
             if r["status"] == "done" and (r["parent_version"] or "orig") == version and r["final"]]
     if done:
-        st.dataframe(pd.DataFrame([_before_after(r) for r in reversed(done)]), hide_index=True)
+        st.caption(f"Finished {BIR.name} runs from {version}, before → after:")
+        st.dataframe(pd.DataFrame([_before_after(r) for r in reversed(done)]), hide_index=True, key="bir_runs")
 
 
 def _before_after(run: dict) -> dict:

@@ -32,3 +32,24 @@ def test_bir_page_shows_the_layers_scores_and_finished_runs(isolated_demo):
     assert row["accuracy"] == f"{before:.3f} → {after:.3f}"
     assert row["version"] == job["model_version"]
     assert row["kept"].startswith(("theta's own weights", "the weights of epoch")), row["kept"]
+
+
+def test_bir_page_shows_finished_runs_before_its_own_identification(demo_ws, monkeypatch):
+    """A bir repair run identifies for itself (with its own settings): its before/after shows even
+    while the page's identification has not run."""
+    finished = {"id": 7, "status": "done", "parent_version": "orig", "model_version": "v9-bir", "rho": 0.048790164,
+                "baseline": {"accuracy": 0.8311, "target_error": 0.1194}, "final": {"accuracy": 0.7546,
+                                                                                   "target_error": 0.0883},
+                "log_tail": "epoch 2: held-out loss 0.41; kept the weights of epoch 2"}
+    monkeypatch.setattr(run_bir, "stored", lambda ws, version="orig": None)
+    monkeypatch.setattr(runs, "list_runs", lambda ws, method=None, sweeps=False: [finished] if method == "bir" else [])
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/bir.py").run()
+    assert not at.exception, at.exception
+    assert any("has not run" in i.value for i in at.info)
+    assert at.button(key="bir_start") is not None
+    assert len(at.dataframe) == 1   # the runs table, nothing of the identification
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["run"], row["threshold"], row["version"]) == (7, "0.04879", "v9-bir")
+    assert row["accuracy"] == "0.831 → 0.755" and row["target error"] == "0.119 → 0.088"
+    assert row["kept"] == "the weights of epoch 2"
