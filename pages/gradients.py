@@ -87,7 +87,7 @@ if reviews:
 st.subheader("Score table")
 st.caption(f"{len(view):,} rows ({picked}); sort by any column. `noisy` is the flag at the count chosen above, "
            "`noisy_paper` the paper's rule, `noise_rank` the order of suspicion among the paper's flags (0: none).")
-W.score_table(view)
+W.score_table(view, ws.class_names)
 st.subheader("Export")
 st.caption("Scores: every scored train sample (all classes) with the columns of the table above. Sampling weights: "
            "what the pgd repair's rejection sampler uses, p_s for every train position (1 for images that failed to "

@@ -243,15 +243,19 @@ def galleries(ws, view: pd.DataFrame, version: str) -> None:
             review_gallery(ws, paper_only.head(n), version, tag="paper")
 
 
-def score_table(view: pd.DataFrame) -> None:
-    """The exported table, one row per scored sample (sortable)."""
+def score_table(view: pd.DataFrame, class_names) -> None:
+    """The exported table, one row per scored sample (sortable), label and prediction named
+    (the CSV keeps the class indices)."""
     config = {c: st.column_config.NumberColumn(c, format="%.3e")
               for c in ("M", "D", "S", "p_s", "p_label", "entropy", "comp_loss")}
     config.update({c: st.column_config.NumberColumn(c, format="%.3f") for c in ("grad_norm", "p_pred", "ce")})
     config["log_p_s"] = st.column_config.NumberColumn("log_p_s", format="%.2f")
+    names = pd.Series(list(class_names))
+    shown = view[R.EXPORT_COLUMNS].assign(label=names[view["label"].to_numpy()].to_numpy(),
+                                          pred=names[view["pred"].to_numpy()].to_numpy())
     # past LAZY_ROWS the browser fetches the rows it shows and sorts on the server: a 20,000-row
     # table sent whole was 2.4 MB per rerun
-    st.dataframe(view[R.EXPORT_COLUMNS], hide_index=True, key="grad_table", height=320, lazy=len(view) > LAZY_ROWS,
+    st.dataframe(shown, hide_index=True, key="grad_table", height=320, lazy=len(view) > LAZY_ROWS,
                  column_config=config)
 
 

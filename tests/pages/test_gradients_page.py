@@ -43,6 +43,8 @@ def test_page_shows_scores_histograms_galleries_table_and_exports(tiny_workspace
     assert len(at.get("plotly_chart")) == 1 and "grad_hist_comp_loss" in at.get("plotly_chart")[0].proto.id
     assert len(at.get("download_button")) == 2
     assert at.dataframe and list(at.dataframe[0].value.columns) == run_gradients.EXPORT_COLUMNS
+    table = at.dataframe[0].value   # classes by name, as in the galleries (the CSV keeps indices)
+    assert set(table["label"]) <= {"cat", "dog", "fox"} and set(table["pred"]) <= {"cat", "dog", "fox"}
     at.session_state["grad_gallery"] = W.HIGHEST   # a gallery with images (the tiny model may flag none)
     at.run()
     text = captions(at)
