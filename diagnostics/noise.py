@@ -53,14 +53,8 @@ NOISE_COLUMNS = ["p_label", "p_pred", "ce", "entropy", "noisy_paper", "noise_ran
 
 
 def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels)
-    if p.ndim != 2 or y.ndim != 1 or len(p) != len(y):
-        raise ValueError(f"need (N, K) probabilities and (N,) labels, got {p.shape} and {y.shape}")
-    y = y.astype(np.int64)
-    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
-        raise ValueError(f"labels must be class indices in [0, {p.shape[1]})")
-    return p, y
+    y = _checked_labels(probs, labels)
+    return np.asarray(probs, dtype=np.float64), y
 
 
 def loss_and_entropy(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
