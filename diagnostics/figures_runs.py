@@ -32,6 +32,14 @@ def targets_label(targets: dict | None) -> str:
     return "; ".join(",".join(t) for t in targets.get("targets", []))
 
 
+def _row_message(run: dict) -> str:
+    """A failed run's row says why it failed, not the last progress line it wrote."""
+    error = (run.get("error") or "").split("\n")[0]
+    if run.get("status") == "failed" and error:
+        return f"failed: {error}"
+    return run.get("message") or ""
+
+
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
     """Columns :data:`RUN_COLUMNS`; ``targets`` as "A,B; C,D" text; newest run first."""
     rows = []
@@ -42,7 +50,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             minutes = (r["finished_at"] - r["started_at"]) / 60
         rows.append({"id": r["id"], "method": r["method"], "rho": r["rho"], "targets": targets_label(r.get("targets")),
                      "status": r["status"], "progress": float(r.get("progress") or 0.0),
-                     "message": r.get("message") or "", "baseline_accuracy": base.get("accuracy"),
+                     "message": _row_message(r), "baseline_accuracy": base.get("accuracy"),
                      "baseline_target_error": base.get("target_error"), "accuracy": fin.get("accuracy"),
                      "target_error": fin.get("target_error"), "model_version": r.get("model_version"),
                      "minutes": minutes, "error": (r.get("error") or "").split("\n")[0]})

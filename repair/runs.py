@@ -125,7 +125,7 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
             if step == 1:  # the ETA counts training steps only, not the preparation
                 rep.phase(f"{method.name}: fine-tuning ({config.scope} scope)", share=(0.1, 1.0))
             rep.step_loss(step / max(total, 1) * config.epochs if epoch is None else epoch, step, loss)
-            rep.progress(step, total, f"step {step}/{total}, loss {loss:.4f}")
+            rep.progress(step, total, f"step {step:,}/{total:,}, loss {loss:.4f}")
             rep.check()
 
         def on_eval(metric):

@@ -82,9 +82,13 @@ def _rho_key(rho) -> float | None:
 
 
 def format_setting(method: str, rho: float | None) -> str:
-    """The paper's row label: "w-bn(0.7)", "w-os(0.0001)", or just the name without rho."""
+    """The paper's row label: "w-bn(0.7)", "w-os(0.0001)", "bir(0.04879)", or just the name.
+
+    Four significant digits: enough to tell the grid's settings apart (0.9995 is not "1"),
+    short enough for a legend (BIR's default threshold log 1.05 = 0.0487902 reads 0.04879).
+    """
     key = _rho_key(rho)
-    return str(method) if key is None else f"{method}({key:g})"
+    return str(method) if key is None else f"{method}({key:.4g})"
 
 
 def plan_grid(methods: Iterable[str], *, rhos: Iterable[float] = DEFAULT_RHOS) -> list[tuple[str, float]]:

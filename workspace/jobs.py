@@ -300,7 +300,7 @@ class Reporter:
         eta = self.clock.update(done, total)
         lo, hi = self.progress_range
         fraction = lo + (hi - lo) * (done / max(total, 1))
-        text = message or f"{self.phase_name}: {done}/{total}"
+        text = message or f"{self.phase_name}: {done:,}/{total:,}"
         if self.on_progress:
             self.on_progress(done, total, text, eta)
         now = time.monotonic()

@@ -42,3 +42,16 @@ def test_curves_of_a_run_that_changed_nothing_keep_a_narrow_axis():
                           {"epoch": 2, "accuracy": 0.823, "target_error": 0.25, "loss": None}])
     assert tuple(flat.layout.yaxis.range) == (0.813, 0.833)
     assert tuple(round(v, 6) for v in flat.layout.yaxis2.range) == (0.24, 0.26)
+
+
+def test_a_failed_runs_row_says_why_not_its_last_progress_line():
+    base = {"method": "w-bn", "rho": 0.5, "targets": None, "baseline": None, "final": None}
+    frame = runs_frame([
+        {**base, "id": 1, "status": "failed", "message": "step 40/120, loss 0.51",
+         "error": "CUDA out of memory\nTraceback ..."},
+        {**base, "id": 2, "status": "running", "message": "step 3/120, loss 0.9", "error": None},
+        {**base, "id": 3, "status": "failed", "message": "step 1/120", "error": None},
+    ]).set_index("id")
+    assert frame.loc[1, "message"] == "failed: CUDA out of memory" and frame.loc[1, "error"] == "CUDA out of memory"
+    assert frame.loc[2, "message"] == "step 3/120, loss 0.9"
+    assert frame.loc[3, "message"] == "step 1/120"  # no error recorded: keep what there is

@@ -370,3 +370,10 @@ def test_a_target_error_exactly_on_the_bound_counts_despite_rounding():
     assert chosen(select_rhos(grid)) == [("m", 0.5, "a")]
     assert next_wos_rho({0.1: 0.225}, 0.3) is None
     assert row(build_table(grid, deterministic={"m"}), "m")["repaired"]
+
+
+def test_setting_labels_keep_four_significant_digits():
+    assert format_setting("bir", math.log(1.05)) == "bir(0.04879)"
+    assert format_setting("w-os", 10 ** -4) == "w-os(0.0001)"
+    assert format_setting("w-bn", 0.9995) == "w-bn(0.9995)"  # not rounded up to 1
+    assert format_setting("orig", None) == format_setting("orig", float("nan")) == "orig"
