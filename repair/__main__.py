@@ -12,6 +12,7 @@ continues a stopped sweep, reusing every finished run; ``--show ID`` prints a sw
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from repair import runs, sweep
@@ -151,9 +152,9 @@ def _run(args, ws) -> dict:
                 bar["tqdm"].close()
             bar["tqdm"] = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=False)
             bar["phase"] = total
-        bar["tqdm"].set_description_str(message.split(",")[0][:40])
+        bar["tqdm"].set_description_str(_stage(message))
         if "loss" in message:
-            bar["tqdm"].set_postfix_str(message.split(",", 1)[1].strip())
+            bar["tqdm"].set_postfix_str(message.split(", ", 1)[-1].strip())
         bar["tqdm"].update(done - bar["tqdm"].n)
 
     def echo(line):
@@ -168,6 +169,13 @@ def _run(args, ws) -> dict:
         if bar["tqdm"] is not None:
             bar["tqdm"].close()
     return runs.run_result(ws, run_id)
+
+
+def _stage(message: str, width: int = 64) -> str:
+    """The stage part of a progress message for a bar's description: its own count removed
+    (the bar shows it), shortened with an ellipsis only past ``width`` characters."""
+    stage = re.sub(r":?\s*[\d,]+/[\d,]+$", "", message.split(", ")[0].strip())
+    return stage if len(stage) <= width else stage[:width - 1] + "…"
 
 
 def _sweep(args, ws) -> dict:

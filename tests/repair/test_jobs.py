@@ -240,3 +240,13 @@ def test_evaluation_every_n_steps_writes_fractional_epochs(tiny_workspace):
     ctx = TargetContext(((0, 1),), 0.5, 3)
     _, history, _ = finetune(ws, get_method("orig-ft"), ctx, tiny_config(batch_size=3, eval_every_steps=2))
     assert [(m["epoch"], m["step"]) for m in history] == [(0.5, 2), (1.0, 4)]
+
+
+def test_cli_bar_names_the_stage_without_its_count():
+    from repair.__main__ import _stage
+
+    assert _stage("bir: scoring the train split (phi against theta): 66/196") == \
+        "bir: scoring the train split (phi against theta)"
+    assert _stage("step 1,200/3,000, loss 0.5123") == "step"  # the thousands comma is not the loss separator
+    long = _stage("a" * 100)
+    assert len(long) == 64 and long.endswith("…")
