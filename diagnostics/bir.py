@@ -562,19 +562,24 @@ def align_batch(phi: nn.Module, x: torch.Tensor, *, eta: float = 1.0) -> tuple[t
 
 
 def align_samples(phi: nn.Module, data: Data, *, eta: float = 1.0, device: torch.device | str = "cpu",
-                  batch_size: int = 256, should_stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 256, progress: Progress | None = None,
+                  should_stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Aligned copies of all of ``data`` on CPU: ``x~`` (N, C, H, W) float32, ``y~`` (N, K) float32.
 
     ``phi`` must already be on ``device``. Empty data gives empty tensors of shapes (0,), (0, 0).
+    ``progress(done, total)`` counts batches (one forward and backward pass of phi each).
     """
     device = torch.device(device)
+    source = _Source(data, batch_size=batch_size, shuffle=False)
     xs, ys = [], []
-    for x, _ in _Source(data, batch_size=batch_size, shuffle=False)():
+    for i, (x, _) in enumerate(source()):
         if should_stop is not None and should_stop():
             raise Cancelled()
         x_tilde, y_tilde = align_batch(phi, x.to(device), eta=eta)
         xs.append(x_tilde.cpu())
         ys.append(y_tilde.cpu())
+        if progress is not None:
+            progress(i + 1, source.steps)
     if not xs:  # nothing identified
         return torch.zeros(0), torch.zeros(0, 0)
     return torch.cat(xs), torch.cat(ys)
@@ -627,6 +632,7 @@ def treat(
     seed: int = 0,
     progress: Progress | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    on_align: Progress | None = None,
     max_steps: int | None = None,
     validation: Data | None = None,
     should_stop: StopCheck | None = None,
@@ -660,6 +666,8 @@ def treat(
             sources: each step joins the next batch of each (an epoch ends with the shorter).
         bn: "frozen" or "train" (module docstring).
         on_step: ``on_step(step, total, loss)`` after every step (a run's live loss curve).
+        on_align: ``on_align(done, total)`` over the batches of the up-front alignment of
+            in-memory ``causes`` (thousands of samples take minutes on a CPU).
         max_steps: stop after this many steps (a quick run's budget; early stopping aside).
         validation: held-out ``(x, y)`` (tensors or a re-iterable of batches) for the
             stopping and the choice of epoch above; None: the paper's training-loss stop.
@@ -682,7 +690,8 @@ def treat(
     if _is_pair(causes) and _is_pair(remaining):
         _check_single_label(causes[1])
         _check_single_label(remaining[1])
-        x_tilde, y_tilde = align_samples(phi, causes, eta=eta, device=device, should_stop=should_stop)
+        x_tilde, y_tilde = align_samples(phi, causes, eta=eta, device=device, progress=on_align,
+                                         should_stop=should_stop)
         x_rest, y_rest = remaining
         inputs, targets = [], []
         if len(y_tilde):

@@ -77,7 +77,7 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
     causes, rest, held = index[cause_pos], index[rest_pos], index[held_pos]
     log(f"bir: layers {found['chosen']}; {len(causes):,} detrimental train samples at threshold {threshold:.4g} "
         f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in, {len(held):,} held out to stop")
-    phase("preparing the data (all scope)")
+    phase(f"decoding the {len(causes) + len(rest) + len(held):,} train images it uses")
     pixels = run_bir._pixels(ws, "train", progress)
     t = ws.config.transform
     labels = ws.split("train").labels
@@ -89,9 +89,10 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
 
     per_epoch = math.ceil((len(causes) + len(rest)) / TREAT_BATCH)
     stepped = None if on_step is None else lambda s, total, loss: on_step(s, total, loss, epoch=s / per_epoch)
+    phase(f"aligning the {len(causes):,} detrimental samples with phi (energy step, Eq. 4-5)")
     treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
                           lr=1e-3, batch_size=TREAT_BATCH, max_epochs=max_epochs, seed=config.seed, device=device,
-                          on_step=stepped, max_steps=config.max_steps, should_stop=should_stop,
+                          on_step=stepped, on_align=progress, max_steps=config.max_steps, should_stop=should_stop,
                           validation=tensors(held) if len(held) else None)
     if treatment.val_losses:
         kept = ("theta's own weights: no epoch lowered it" if treatment.best_epoch == 0

@@ -151,9 +151,11 @@ def test_alignment_is_per_sample_even_for_a_model_left_in_train_mode(toy):
     model, x, y = toy
     model.train()  # BatchNorm in train mode would mix the samples of a batch
     whole, _ = bir.align_samples(model, (x[:6], y[:6]), batch_size=6)
-    one_by_one, _ = bir.align_samples(model, (x[:6], y[:6]), batch_size=1)
+    calls = []
+    one_by_one, _ = bir.align_samples(model, (x[:6], y[:6]), batch_size=1, progress=lambda d, t: calls.append((d, t)))
     torch.testing.assert_close(whole, one_by_one)
     assert model.training  # mode restored
+    assert calls == [(i, 6) for i in range(1, 7)]  # one report per aligned batch (a long stage's ETA)
 
 
 # ---- identification ---------------------------------------------------------------------------
