@@ -184,6 +184,7 @@ def _settle(page, t0: float) -> dict:
     got = page.evaluate(MEASURE, t0)
     got["seconds"] = max(got["end"] - t0, 0.0) / 1000
     got["served"] = max(got["last_message"] - t0, 0.0) / 1000
+    got["t0"] = t0
     return got
 
 
