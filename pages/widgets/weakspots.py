@@ -166,9 +166,16 @@ def _pairs_help(pairs: pd.DataFrame) -> str | None:
 
 
 def pairs_table(pairs: pd.DataFrame) -> None:
-    """The weak pairs, most weakspots first (sortable; a long table loads its rows lazily)."""
-    st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table",
-                 lazy=len(pairs) > LAZY_ROWS)
+    """The weak pairs, most weakspots first (sortable): the :data:`PAIR_OPTIONS` with the most
+    weakspots, all of them behind a toggle (a long table loads its rows lazily, but its first
+    1,000 rows were still 60 KB of every run at 1,000 classes)."""
+    columns = ["a", "b", "count", "a_to_b", "b_to_a"]
+    shown = pairs
+    if len(pairs) > PAIR_OPTIONS and not st.toggle(
+            f"All {len(pairs):,} pairs", key="ws_pairs_all",
+            help=f"The table lists the {PAIR_OPTIONS} pairs with the most weakspots; this lists every pair"):
+        shown = pairs.head(PAIR_OPTIONS)
+    st.dataframe(shown[columns], hide_index=True, key="ws_pairs_table", lazy=len(shown) > LAZY_ROWS)
 
 
 def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:

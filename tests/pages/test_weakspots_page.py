@@ -211,3 +211,24 @@ def test_radius_counts_and_pivotal_memo_match_the_library(demo_rep):
         assert got["count"].tolist() == want["count"].tolist()
         assert got["count"].max() > 0
     assert W.pivotal_at(box, radius=radius, k=10, purity=0.7)[0] is pivotal   # the same setting: kept
+
+
+def _pairs_table(at):
+    return next(d.value for d in at.dataframe if list(d.value.columns) == ["a", "b", "count", "a_to_b", "b_to_a"])
+
+
+def test_pairs_table_lists_the_top_pairs_and_all_on_demand(demo_ws, monkeypatch):
+    """Past PAIR_OPTIONS pairs the table starts with the pairs with the most weakspots; the toggle lists all."""
+    from pages.widgets import weakspots as W
+
+    monkeypatch.setattr(W, "PAIR_OPTIONS", 1)
+    at = _page()
+    pairs = int(_metric(at, "Class pairs with weakspots").replace(",", ""))
+    assert pairs >= 2
+    table = _pairs_table(at)
+    assert len(table) == 1
+    at.toggle(key="ws_pairs_all").set_value(True).run()
+    assert not at.exception, at.exception
+    everything = _pairs_table(at)
+    assert len(everything) == pairs and everything["count"].iloc[0] == table["count"].iloc[0]
+    assert everything["count"].is_monotonic_decreasing
