@@ -12,9 +12,16 @@ table is built before timing (its one-time cost is a row of its own).
 - browser: ``streamlit run`` on the workspace, headless Chromium (Debian's, via Playwright);
   per page a click in the sidebar, then the same slider moved with the keyboard. Each is timed
   from the action until the page has stopped changing (no DOM mutation for 0.6 s; the time of the
-  last mutation counts), together with the browser main thread's busy time (the sum of its long
-  tasks, > 50 ms each, over the interaction), the page's DOM size and its height. Galleries are
-  also timed turning a page (their next-page button).
+  last mutation counts), together with when the interaction's last websocket message arrived
+  (the server's part, delayed by a busy main thread) and how many messages and KB it sent, the
+  browser main thread's busy time (the sum of its long tasks, > 50 ms each, over the interaction),
+  the page's DOM size and its height. Galleries are also timed turning a page (their next-page
+  button). ``python -m tests.benchmarks.bench_pages N`` runs only the browser rows N times (a
+  fresh server each) and gives each row's median.
+
+The workspace's cached outputs are keyed by its path: a copy of ``bench_out/pages_ws`` moved to
+another checkout recomputes them with the saved model, whose predictions on the 8 x 8 images are
+not the planted ones (accuracy 0.1 %); generate it in place instead.
 
 Every row gives the machine's load average: on a shared 2-core machine the browser rows vary by
 a factor of about 2 with the load.
