@@ -79,4 +79,9 @@ if pairs.empty:
 labels = {(int(r.a_id), int(r.b_id)): f"{r.a} / {r.b} ({r.conf:.3f})" for r in pairs.itertuples()}
 a, b = counted_select(st, "Pair", list(labels), labels.__getitem__, key="conf_pair")
 w.use_as_target(ws, Target(((a, b),), names), key="conf_use_target", source="confusion page")
-w.pair_galleries(ws, out, a, b, key="conf")
+# past HEATMAP_LIMIT classes the galleries are drawn when opened (the page's first render stays under 1 s)
+mistakes = st.expander(f"Mistakes of {names[a]} / {names[b]}", expanded=len(names) <= w.HEATMAP_LIMIT,
+                       key="conf_mistakes_open", on_change="rerun")
+if mistakes.open:
+    with mistakes:
+        w.pair_galleries(ws, out, a, b, key="conf")

@@ -85,9 +85,14 @@ if reviews:
 
 # ---- the table and the exports -------------------------------------------------------
 st.subheader("Score table")
-st.caption(f"{len(view):,} rows ({picked}); sort by any column. `noisy` is the flag at the count chosen above, "
-           "`noisy_paper` the paper's rule, `noise_rank` the order of suspicion among the paper's flags (0: none).")
-W.score_table(view, ws.class_names)
+# a long table is drawn when opened: its first 1,000 rows alone were 170 KB of the page's first render
+table = st.expander(f"{len(view):,} rows ({picked})", expanded=len(view) <= W.LAZY_ROWS, key="grad_table_open",
+                    on_change="rerun")
+if table.open:
+    with table:
+        st.caption("Sort by any column. `noisy` is the flag at the count chosen above, `noisy_paper` the paper's "
+                   "rule, `noise_rank` the order of suspicion among the paper's flags (0: none).")
+        W.score_table(view, ws.class_names)
 st.subheader("Export")
 st.caption("Scores: every scored train sample (all classes) with the columns of the table above. Sampling weights: "
            "what the pgd repair's rejection sampler uses, p_s for every train position (1 for images that failed to "

@@ -66,9 +66,7 @@ if per_class.open:  # drawn when opened: one row per class
 
 st.subheader("Model versions")
 st.dataframe(OV.versions_table(ws), hide_index=True, key="versions_table",
-             column_config={"accuracy": st.column_config.NumberColumn(format="%.2f%%"),
-                            "target error": st.column_config.NumberColumn(format="%.4f"),
-                            "rho": st.column_config.NumberColumn(format="%.3g")})
+             column_config={"accuracy": st.column_config.NumberColumn(format="%.2f%%")})
 
 if ws.planted:
     with st.expander("Planted ground truth (demo)"):

@@ -1,13 +1,9 @@
 """Weakspots in the decision boundary and their pivotal images (weak-boundary paper 4.1)."""
 
-import numpy as np
 import streamlit as st
 
 from diagnostics import figures_weakspots as figs
-from diagnostics.weakspots import (
-    count_weakspots_by_pair, count_weakspots_by_radius, find_pivotal_images, radius_grid, suggest_radius,
-    weakspot_matrix,
-)
+from diagnostics.weakspots import suggest_radius, weakspot_matrix
 from pages import ui
 from pages.widgets import weakspots as w
 from pages.widgets.confusion import heatmap_classes
@@ -51,8 +47,7 @@ radius = c3.slider("radius d (L2)", low, high, step=(high - low) / 200, format="
 c3.button("Suggested radius", key="ws_radius_reset",
           on_click=lambda v=float(suggested.suggested): st.session_state.update(ws_radius=v))
 
-pivotal = find_pivotal_images(rep, table, radius=radius, k=k, purity=purity)
-pairs = count_weakspots_by_pair(pivotal, rep.class_names)
+pivotal, pairs = w.pivotal_at(box, radius=radius, k=k, purity=purity)
 m1, m2, m3 = st.columns(3)
 m1.metric("Misclassified samples tested", f"{len(table.queries):,}")
 m2.metric("Pivotal images (weakspots)", f"{len(pivotal):,}")
@@ -61,8 +56,7 @@ st.caption(f"Index: {table.index}. Representative set: {rep.n:,} samples "
            f"({train.n:,} train + {eval_.n:,} eval), model version {version}.")
 
 st.subheader("Weakspots per radius")
-grid = np.unique(np.append(radius_grid(span, n=20), radius))
-counts = count_weakspots_by_radius(rep, table, grid, k=k, purity=purity)
+counts = w.radius_counts(box, span, radius=radius, found=len(pivotal), k=k, purity=purity)
 st.plotly_chart(figs.figure_counts_by_radius(counts, radius=radius, suggested=suggested.suggested),
                 key="ws_counts_chart")
 

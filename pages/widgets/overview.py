@@ -6,11 +6,19 @@ import pandas as pd
 
 from workspace.targets import Target
 
+#: what a field that does not apply shows (a null cell of ``st.dataframe`` reads "None")
+BLANK = "—"
+
+
+def _text(value, fmt: str) -> str:
+    return BLANK if value is None else format(value, fmt)
+
 
 def versions_table(ws) -> pd.DataFrame:
     """One row per model version, readable: the target as ``a / b``, blanks (not "None") where a
-    field does not apply, and the accuracy and target error the repair run measured on eval (for a
-    version no run measured, e.g. the loaded model, the accuracy of its cached eval outputs)."""
+    field does not apply (rho, epochs and target error are text: :data:`BLANK` for the loaded
+    model), and the accuracy and target error the repair run measured on eval (for a version no
+    run measured, e.g. the loaded model, the accuracy of its cached eval outputs)."""
     rows = []
     for v in ws.versions():
         target = Target.from_dict(v.get("targets"), ws.class_names)
@@ -20,9 +28,10 @@ def versions_table(ws) -> pd.DataFrame:
             if out is not None and out.n:
                 metrics["accuracy"] = float(out.accuracy)
         rows.append({"id": v["id"], "parent": v.get("parent") or "", "method": v.get("method") or "",
-                     "target": target.label if target else "", "rho": v.get("rho"), "epochs": v.get("epochs"),
+                     "target": target.label if target else "", "rho": _text(v.get("rho"), ".3g"),
+                     "epochs": _text(None if v.get("epochs") is None else int(v["epochs"]), "d"),
                      "accuracy": None if metrics.get("accuracy") is None else 100 * metrics["accuracy"],
-                     "target error": metrics.get("target_error"), "path": v["path"]})
+                     "target error": _text(metrics.get("target_error"), ".4f"), "path": v["path"]})
     return pd.DataFrame(rows)
 
 

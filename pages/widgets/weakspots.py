@@ -9,7 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from diagnostics import run_weakspots
-from diagnostics.weakspots import RepresentativeSet, project_pca
+from diagnostics.weakspots import (
+    RepresentativeSet, count_weakspots_by_pair, count_weakspots_by_radius, find_pivotal_images, project_pca,
+    radius_grid,
+)
 from pages import ui
 from pages.widgets import galleries
 from pages.widgets.controls import counted_select, image_grid, pager
@@ -23,6 +26,8 @@ REVIEW_KIND = "pivotal"
 PAIR_OPTIONS = 100
 NOTE_OPTIONS = 200
 LAZY_ROWS = 2000    # a longer table loads its rows lazily (the browser fetches what it shows)
+GRID_POINTS = 20    # radii of the weakspots-per-radius curve
+KEPT = 8            # settings whose pivotal images stay in memory per version
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -42,6 +47,43 @@ def neighbour_data(ws, version: str) -> dict:
             st.error(f"Cannot search weakspots for {version}: {exc}")
             st.stop()
     return box
+
+
+def pivotal_at(box: dict, *, radius: float, k: int, purity: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pivotal images and the weakspots per class pair at one setting
+    (:func:`~diagnostics.weakspots.find_pivotal_images`, :func:`~diagnostics.weakspots.count_weakspots_by_pair`),
+    kept for the :data:`KEPT` latest settings: a rerun that changes none of them (a picker, an
+    expander, the map) reuses them (at 1,000 classes the pair count alone is 0.15 s). Read-only."""
+    memo = box.setdefault("pivotal", {})
+    key = (float(radius), int(k), float(purity))
+    if key not in memo:
+        pivotal = find_pivotal_images(box["rep"], box["table"], radius=radius, k=k, purity=purity)
+        memo[key] = (pivotal, count_weakspots_by_pair(pivotal, box["rep"].class_names))
+        while len(memo) > KEPT:
+            memo.pop(next(iter(memo)))
+    return memo[key]
+
+
+def radius_counts(box: dict, span, *, radius: float, found: int, k: int, purity: float) -> pd.DataFrame:
+    """Weakspots per radius: :data:`GRID_POINTS` radii over ``span`` (counted once per k and purity,
+    :func:`~diagnostics.weakspots.count_weakspots_by_radius`) and the slider's ``radius``, whose
+    count is ``found`` (the pivotal images there), so a radius move counts nothing again.
+
+    Returns:
+        Columns ``radius``, ``count``, ascending radii.
+    """
+    memo = box.setdefault("radius_counts", {})
+    key = (float(span.low), float(span.high), float(span.suggested), int(k), float(purity))
+    if key not in memo:
+        memo[key] = count_weakspots_by_radius(box["rep"], box["table"], radius_grid(span, n=GRID_POINTS),
+                                              k=k, purity=purity)
+        while len(memo) > KEPT:
+            memo.pop(next(iter(memo)))
+    counts = memo[key]
+    if (counts["radius"] == radius).any():
+        return counts
+    extra = pd.DataFrame({"radius": [float(radius)], "count": [int(found)]})
+    return pd.concat([counts, extra], ignore_index=True).sort_values("radius", kind="stable").reset_index(drop=True)
 
 
 def embedding_map(box: dict) -> np.ndarray:
@@ -124,9 +166,16 @@ def _pairs_help(pairs: pd.DataFrame) -> str | None:
 
 
 def pairs_table(pairs: pd.DataFrame) -> None:
-    """The weak pairs, most weakspots first (sortable; a long table loads its rows lazily)."""
-    st.dataframe(pairs[["a", "b", "count", "a_to_b", "b_to_a"]], hide_index=True, key="ws_pairs_table",
-                 lazy=len(pairs) > LAZY_ROWS)
+    """The weak pairs, most weakspots first (sortable): the :data:`PAIR_OPTIONS` with the most
+    weakspots, all of them behind a toggle (a long table loads its rows lazily, but its first
+    1,000 rows were still 60 KB of every run at 1,000 classes)."""
+    columns = ["a", "b", "count", "a_to_b", "b_to_a"]
+    shown = pairs
+    if len(pairs) > PAIR_OPTIONS and not st.toggle(
+            f"All {len(pairs):,} pairs", key="ws_pairs_all",
+            help=f"The table lists the {PAIR_OPTIONS} pairs with the most weakspots; this lists every pair"):
+        shown = pairs.head(PAIR_OPTIONS)
+    st.dataframe(shown[columns], hide_index=True, key="ws_pairs_table", lazy=len(shown) > LAZY_ROWS)
 
 
 def pair_filter(container, pivotal: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:

@@ -61,3 +61,18 @@ def test_histogram_titles_and_empty_data():
         F.score_histogram(f, "comp_loss")
     with pytest.raises(ValueError, match="score must be one of"):
         F.score_histogram(f, "entropy")
+
+
+def test_histogram_is_binned_per_group_as_shares():
+    """Six samples, three correct (values 0, 0, 1) and three wrong (1, 1, 1): two bins over [0, 1]
+    hold the correct group as 2/3 and 1/3 and the wrong group as 0 and 1; the figure carries the
+    bins, not the samples."""
+    f = frame(np.array([1.0, 1.0, 2.0, 2.0, 2.0, 2.0]), np.zeros(6), np.array([0.0, 0.0, 1.0, 1.0, 1.0, 1.0]))
+    f["pred"] = [0, 0, 0, 1, 1, 1]  # labels are all 0: the last three are wrong
+    fig = F.score_histogram(f, "comp_loss", bins=2)
+    bars = {t.name: t for t in fig.data}
+    assert set(bars) == {"correct", "wrong"} and fig.layout.barmode == "overlay"
+    assert list(bars["correct"].x) == pytest.approx([0.25, 0.75])
+    assert list(bars["correct"].y) == pytest.approx([2 / 3, 1 / 3])
+    assert list(bars["wrong"].y) == pytest.approx([0.0, 1.0])
+    assert fig.layout.xaxis.title.text == "compensated loss CE/H"

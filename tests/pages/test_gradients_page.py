@@ -138,3 +138,15 @@ def test_demo_page_shows_planted_recovery(demo_train):
     assert not at.exception, at.exception
     share = next(m.value for m in at.metric if m.label == "Effective sample share of p_s")
     assert float(share.rstrip("%")) < 1 and "p_s is concentrated on very few samples" in at.warning[0].value
+
+
+def test_a_long_score_table_is_drawn_when_opened(tiny_workspace, monkeypatch):
+    """Past LAZY_ROWS rows the table waits in a closed expander that names its row count."""
+    monkeypatch.setattr(W, "LAZY_ROWS", 5)   # the tiny workspace scores 12 train samples
+    at = open_page(tiny_workspace)
+    assert not at.dataframe
+    assert [e.label for e in at.expander if "rows" in e.label] == ["12 rows (all classes)"]
+    at.session_state["grad_table_open"] = True
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 12

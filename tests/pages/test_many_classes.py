@@ -63,8 +63,13 @@ def test_confusion_view_top_classes_search_and_overview(many):
     assert "n0299" in _heatmap_classes(at, "conf_heatmap") and len(_heatmap_classes(at, "conf_heatmap")) == 21
     at.slider(key="conf_top_classes").set_value(0).run()
     assert _heatmap_classes(at, "conf_heatmap") == ["n0299"]
-    # the pair galleries are paged: 16 per direction at most
-    assert image_count(at) <= 32
+    # past HEATMAP_LIMIT classes the pair galleries wait in a closed expander; opened, they are
+    # paged: 16 per direction at most
+    assert image_count(at) == 0
+    at.session_state["conf_mistakes_open"] = True
+    at.run()
+    assert not at.exception, at.exception
+    assert 0 < image_count(at) <= 32
 
 
 def test_triplets_group_the_planted_pair_and_pages_stay_small(many):

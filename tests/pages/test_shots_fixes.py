@@ -19,7 +19,8 @@ TIMEOUT = 180
 
 
 def test_versions_table_is_readable():
-    """The original model has blanks, not "None"; a repair shows its target as a / b and its accuracy in %."""
+    """The original model has blanks, not "None" (rho, epochs and target error a dash); a repair shows its
+    target as a / b, its accuracy in %, rho, epochs and target error."""
     ws = SimpleNamespace(class_names=["cat", "dog", "fox"], versions=lambda: [
         {"id": "orig", "parent": None, "method": None, "rho": None, "targets": None, "seed": None,
          "epochs": None, "metrics": None, "path": "/m/orig.pt"},
@@ -30,9 +31,11 @@ def test_versions_table_is_readable():
     table = OV.versions_table(ws)
     orig, repaired = table.iloc[0], table.iloc[1]
     assert (orig["parent"], orig["method"], orig["target"]) == ("", "", "")
+    assert (orig["rho"], orig["epochs"], orig["target error"]) == ("—", "—", "—")
+    assert (repaired["rho"], repaired["epochs"]) == ("0.05", "1")
     assert orig["accuracy"] == pytest.approx(75.0)  # no run measured it: its cached eval outputs
     assert repaired["target"] == "cat / fox"
-    assert repaired["accuracy"] == pytest.approx(81.25) and repaired["target error"] == 0.25
+    assert repaired["accuracy"] == pytest.approx(81.25) and repaired["target error"] == "0.2500"
     assert "targets" not in table.columns  # the raw JSON column is gone
 
 

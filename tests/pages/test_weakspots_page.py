@@ -1,5 +1,6 @@
 """AppTest of the weakspots page: sliders, counts, repair target, notes, the 2-D map."""
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -185,3 +186,49 @@ def test_pivotal_gallery_pages_and_search(demo_ws):
     at.text_input(key="ws_search_query").input(index).run()
     assert f"{split}:{index}" in [caption_ref(c) for c in heads()]
     assert all(caption_ref(c).split(":")[1] == index for c in heads())
+
+
+def test_radius_counts_and_pivotal_memo_match_the_library(demo_rep):
+    """The curve counted once per (k, purity) plus the slider's radius is the library's count over
+    the grid with that radius added; the kept pivotal images and pairs are the library's."""
+    from diagnostics.weakspots import (
+        count_weakspots_by_pair, count_weakspots_by_radius, radius_grid, suggest_radius,
+    )
+    from pages.widgets import weakspots as W
+
+    table = find_neighbours(demo_rep, k=20)
+    box = {"rep": demo_rep, "table": table}
+    span = suggest_radius(demo_rep.embeddings, k=20)
+    grid = radius_grid(span, n=W.GRID_POINTS)
+    for radius in (float(grid[3] + grid[4]) / 2, float(grid[5])):   # between grid points, and on one
+        pivotal, pairs = W.pivotal_at(box, radius=radius, k=10, purity=0.7)
+        expected = find_pivotal_images(demo_rep, table, radius=radius, k=10, purity=0.7)
+        assert pivotal.equals(expected)
+        assert pairs.equals(count_weakspots_by_pair(expected, demo_rep.class_names))
+        got = W.radius_counts(box, span, radius=radius, found=len(pivotal), k=10, purity=0.7)
+        want = count_weakspots_by_radius(demo_rep, table, np.unique(np.append(grid, radius)), k=10, purity=0.7)
+        assert got["radius"].tolist() == pytest.approx(want["radius"].tolist())
+        assert got["count"].tolist() == want["count"].tolist()
+        assert got["count"].max() > 0
+    assert W.pivotal_at(box, radius=radius, k=10, purity=0.7)[0] is pivotal   # the same setting: kept
+
+
+def _pairs_table(at):
+    return next(d.value for d in at.dataframe if list(d.value.columns) == ["a", "b", "count", "a_to_b", "b_to_a"])
+
+
+def test_pairs_table_lists_the_top_pairs_and_all_on_demand(demo_ws, monkeypatch):
+    """Past PAIR_OPTIONS pairs the table starts with the pairs with the most weakspots; the toggle lists all."""
+    from pages.widgets import weakspots as W
+
+    monkeypatch.setattr(W, "PAIR_OPTIONS", 1)
+    at = _page()
+    pairs = int(_metric(at, "Class pairs with weakspots").replace(",", ""))
+    assert pairs >= 2
+    table = _pairs_table(at)
+    assert len(table) == 1
+    at.toggle(key="ws_pairs_all").set_value(True).run()
+    assert not at.exception, at.exception
+    everything = _pairs_table(at)
+    assert len(everything) == pairs and everything["count"].iloc[0] == table["count"].iloc[0]
+    assert everything["count"].is_monotonic_decreasing
