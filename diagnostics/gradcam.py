@@ -3,8 +3,10 @@
 Grad-CAM (Selvaraju et al. 2017), as used by the weak-boundary paper (section 4.1) to find
 which objects drive a prediction: captum's :class:`~captum.attr.LayerGradCam` on the
 workspace's Grad-CAM layer (``[model] gradcam_layer``; ``"auto"`` = the last ``Conv2d``
-the forward pass calls), ReLU applied at the layer's resolution, and
-:meth:`~captum.attr.LayerAttribution.interpolate` (bilinear) up to the model input size.
+the forward pass calls), ReLU applied at the layer's resolution, and bilinear interpolation
+up to the model input size (the ``F.interpolate`` call of captum's
+:meth:`~captum.attr.LayerAttribution.interpolate`, made directly so that showing stored
+heatmaps does not import captum).
 
 One *row* is one (image, class) pair. Single-label: the predicted class of every image
 (or one chosen class for every image). Multi-label: every predicted label of every image
@@ -109,13 +111,15 @@ def gradcam_batch(model: nn.Module, layer: str, x: torch.Tensor, classes: torch.
 
 
 def upsample_cams(cams: np.ndarray, size: tuple[int, int], *, batch_size: int = 512) -> np.ndarray:
-    """(R, h, w) heatmaps -> (R, H, W) float32 with captum's bilinear interpolation."""
-    from captum.attr import LayerAttribution
+    """(R, h, w) heatmaps -> (R, H, W) float32 with captum's bilinear interpolation
+    (``LayerAttribution.interpolate`` is this ``F.interpolate`` call; importing captum, which
+    imports matplotlib, took 0.85 s of the Grad-CAM page's first render)."""
+    from torch.nn import functional as F
 
     out = np.empty((len(cams), *size), dtype=np.float32)
     for start in range(0, len(cams), batch_size):
         part = torch.from_numpy(np.ascontiguousarray(cams[start:start + batch_size]))[:, None]
-        up = LayerAttribution.interpolate(part, tuple(size), interpolate_mode="bilinear")
+        up = F.interpolate(part, tuple(size), mode="bilinear")
         out[start:start + batch_size] = up[:, 0].clamp_min(0).numpy()
     return out
 

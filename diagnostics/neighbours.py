@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import faiss
 import numpy as np
 
 from workspace.errors import WorkspaceError
@@ -89,6 +88,8 @@ class NeighbourIndex:
     def set_nprobe(self, nprobe: int) -> None:
         """Cells probed per query (IVF only); an HNSW coarse quantizer explores at least as
         many candidates, else it would miss cells."""
+        import faiss
+
         ivf = faiss.extract_index_ivf(self.index)
         ivf.nprobe = int(nprobe)
         quantizer = faiss.downcast_index(ivf.quantizer)
@@ -285,6 +286,8 @@ def build_index(embeddings: np.ndarray, *, kind: str = "auto", ivf_threshold: in
     Raises:
         WorkspaceError: bad ``kind``/``storage``/``quantizer``, empty or non-finite embeddings.
     """
+    import faiss  # here, not at import: 0.24 s that pages showing stored neighbours never need
+
     if kind not in KINDS:
         raise WorkspaceError(f"unknown index kind {kind!r}; valid: {', '.join(KINDS)}")
     if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
@@ -396,4 +399,6 @@ def search_neighbours(index: NeighbourIndex, embeddings: np.ndarray, rows: np.nd
 
 def set_threads(n: int) -> None:
     """Limit FAISS's OpenMP threads (benchmarks and shared machines)."""
+    import faiss
+
     faiss.omp_set_num_threads(max(1, int(n)))

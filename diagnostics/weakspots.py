@@ -238,8 +238,10 @@ def count_weakspots_by_pair(pivotal: pd.DataFrame, class_names) -> pd.DataFrame:
         ``count`` (= ``a_to_b + b_to_a``), ``a_to_b`` (labelled a, predicted b), ``b_to_a``.
     """
     m = weakspot_matrix(pivotal, len(class_names))
-    a, b = np.triu_indices(len(class_names), k=1)
-    frame = pd.DataFrame({"a": [class_names[i] for i in a], "b": [class_names[j] for j in b],
+    # only the pairs with a weakspot (all K (K - 1) / 2 pairs were 0.15 s at 1,000 classes), in triu order
+    a, b = np.nonzero(np.triu(m + m.T, k=1))
+    names = np.asarray(list(class_names), dtype=object)
+    frame = pd.DataFrame({"a": names[a], "b": names[b],
                           "a_id": a, "b_id": b, "count": m[a, b] + m[b, a], "a_to_b": m[a, b],
                           "b_to_a": m[b, a]})
     frame = frame[frame["count"] > 0]

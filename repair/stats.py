@@ -19,7 +19,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _sp
 
 from workspace.errors import WorkspaceError
 
@@ -108,7 +107,9 @@ def compute_rank_sum_test(treatment: Sequence[float] | np.ndarray, control: Sequ
     if np.all(np.concatenate([x, y]) == x[0]):
         # every rank equal: no evidence either way (scipy gives the same; said here so it holds)
         return RankSumResult(0.0, 1.0)
-    res = _sp.ranksums(x, y, alternative=alternative)
+    from scipy import stats  # here, not at import: up to 1 s of the Repair page's first visit
+
+    res = stats.ranksums(x, y, alternative=alternative)
     return RankSumResult(float(res.statistic), float(res.pvalue))
 
 
@@ -132,7 +133,9 @@ def compute_a12(treatment: Sequence[float] | np.ndarray, control: Sequence[float
     if why or why2 or len(x) == 0 or len(y) == 0:
         return None
     m, n = len(x), len(y)
-    r1 = float(_sp.rankdata(np.concatenate([x, y]), method="average")[:m].sum())
+    from scipy import stats
+
+    r1 = float(stats.rankdata(np.concatenate([x, y]), method="average")[:m].sum())
     return (2.0 * r1 - m * (m + 1)) / (2.0 * m * n)
 
 
@@ -213,7 +216,9 @@ def rank_competition(values: Sequence[float] | np.ndarray, *, order: str = "desc
         x = np.round(x, decimals)
     if order == "descending":
         x = -x
-    return _sp.rankdata(x, method="min").astype(np.int64)
+    from scipy import stats
+
+    return stats.rankdata(x, method="min").astype(np.int64)
 
 
 def rank_trade_off(accuracy: Sequence[float] | np.ndarray, target_error: Sequence[float] | np.ndarray, *,

@@ -152,3 +152,12 @@ def test_workspace_gradcam_is_cached_on_disk(tiny_workspace):
     ws.outputs_key = lambda split, version="orig", _k=ws.outputs_key: _k(split, version) + "x"
     workspace_gradcam(ws, "eval")
     assert len(list((ws.state_dir / "artifacts" / "gradcam").rglob("meta.json"))) == 2
+
+
+def test_upsampling_is_captums_bilinear_interpolation_with_relu():
+    from captum.attr import LayerAttribution
+
+    cams = np.random.default_rng(0).normal(size=(5, 4, 6)).astype(np.float32)  # negatives too
+    expected = LayerAttribution.interpolate(torch.from_numpy(cams)[:, None], (32, 48),
+                                            interpolate_mode="bilinear")[:, 0].clamp_min(0).numpy()
+    np.testing.assert_array_equal(upsample_cams(cams, (32, 48), batch_size=2), expected)
