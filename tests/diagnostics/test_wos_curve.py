@@ -112,3 +112,22 @@ def test_demo_curve_and_suggestion(demo_ws, demo_eval):
         assert s["accuracy"] >= 0.99 * s["base_accuracy"] - 1e-12
     else:
         assert s["reason"]
+
+
+@pytest.mark.parametrize("targets", [[(0, 1)], [(2, 5), (1, 3)], [(0, 1, 2)], [(4, 6, 1), (2, 3, 5)]])
+def test_curve_points_equal_full_evaluation(targets):
+    # the curve recounts only the target classes' cells; it must equal evaluate() exactly,
+    # including rho 0, ties between a target and another class, and classes with no samples
+    rng = np.random.default_rng(len(targets) * 7 + len(targets[0]))
+    probs = rng.dirichlet(np.ones(8) * 0.4, size=400)
+    probs[:20, 1] = probs[:20, 7]  # ties with a non-target class
+    labels = rng.integers(0, 7, size=400)  # class 7 never a label: an empty row
+    w = WosWhatIf(probs, labels, targets)
+    rhos = [1.0, 0.7, 0.3, 0.05, 1e-4, 0.0]
+    curve = w.curve(rhos)
+    for row, rho in zip(curve.itertuples(), rhos):
+        full = w.evaluate(rho)
+        assert row.rho == rho
+        assert row.accuracy == pytest.approx(full.accuracy, abs=1e-15)
+        assert row.target_error == pytest.approx(full.target_error, abs=1e-15)
+    assert curve["target_error"].nunique() > 1  # the case moves predictions
