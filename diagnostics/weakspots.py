@@ -159,14 +159,33 @@ def neighbour_purity(rep: RepresentativeSet, table: NeighbourTable, *, radius, k
     safe = np.where(ids >= 0, ids, 0)
     good = (rep.labels[safe] == b) & (rep.preds[safe] == b) & (ids >= 0)  # (Q, k)
     radii = np.asarray(radius, dtype=np.float64)
-    within = dist[..., None] <= radii.reshape(1, 1, -1)                  # (Q, k, R)
-    n_within = within.sum(axis=1)
-    n_good = (within & good[..., None]).sum(axis=1)
+    n_within, n_good = _counts_within(dist, good, radii.reshape(-1))     # (Q, R) each
     with np.errstate(invalid="ignore", divide="ignore"):
         purity = np.where(n_within > 0, n_good / np.maximum(n_within, 1), np.nan)
     if radii.ndim == 0:
         return purity[:, 0], n_within[:, 0]
     return purity, n_within
+
+
+def _counts_within(dist: np.ndarray, good: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbours within each radius, and good ones, per query: (Q, R) int64 twice.
+
+    ``dist[q, j] <= radii[r]`` exactly as the elementwise comparison gives it, without the
+    (Q, k, R) boolean array (0.14-0.3 s for a page's radius curve at 1,000 classes): each
+    distance finds the first sorted radius it lies within (one ``searchsorted``), the counts
+    per (query, that radius) are accumulated over the sorted radii.
+    """
+    q, k = dist.shape
+    r = len(radii)
+    order = np.argsort(radii, kind="stable")
+    first = np.searchsorted(radii[order], dist.astype(np.float64).ravel(), side="left")  # (Q k,) in 0..R
+    slot = np.repeat(np.arange(q, dtype=np.int64), k) * (r + 1) + first
+    within = np.bincount(slot, minlength=q * (r + 1)).reshape(q, r + 1)[:, :r].cumsum(axis=1)
+    good_n = np.bincount(slot, weights=good.ravel(), minlength=q * (r + 1)).reshape(q, r + 1)[:, :r]
+    good_n = good_n.cumsum(axis=1).round().astype(np.int64)
+    back = np.empty(r, dtype=np.int64)
+    back[order] = np.arange(r)
+    return within[:, back], good_n[:, back]
 
 
 def _is_pivotal(purity: np.ndarray, n_within: np.ndarray, threshold: float, min_neighbours: int) -> np.ndarray:

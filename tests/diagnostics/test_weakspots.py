@@ -196,3 +196,19 @@ def test_pca_recovers_the_main_axis():
     xy = project_pca(emb)
     assert xy.shape == (500, 2)
     assert abs(np.corrcoef(xy[:, 0], t)[0, 1]) > 0.999
+
+
+def test_neighbourhood_counts_equal_the_elementwise_comparison():
+    from diagnostics.weakspots import _counts_within
+
+    rng = np.random.default_rng(3)
+    dist = np.sort(rng.gamma(2.0, 1.0, size=(50, 12)).astype(np.float32), axis=1)
+    dist[:5, -3:] = np.inf  # missing neighbours
+    dist[5:10] = np.round(dist[5:10], 1)  # distances equal to a radius
+    good = rng.random((50, 12)) < 0.6
+    radii = np.array([2.0, 0.5, 1.3, 0.1, 5.0, 2.0, 100.0, float(dist[7, 3])])  # unsorted, repeated, a tie
+    within, n_good = _counts_within(dist, good, radii)
+    brute = dist[..., None] <= radii.reshape(1, 1, -1)
+    np.testing.assert_array_equal(within, brute.sum(axis=1))
+    np.testing.assert_array_equal(n_good, (brute & good[..., None]).sum(axis=1))
+    assert within.dtype == n_good.dtype == np.int64
