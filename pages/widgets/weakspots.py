@@ -133,7 +133,7 @@ def pivotal_gallery(ws, version: str, rep: RepresentativeSet, table, pivotal: pd
     and filtering rerun only this part of the page."""
     g0, g1, g2 = st.columns([2, 1, 1])
     shown = pair_filter(g0, pivotal, pairs)
-    show = g1.number_input("Pivotal images per page", 1, 50, 6, key="ws_show")
+    show = g1.number_input("Pivotal images per page", 1, 50, 4, key="ws_show")
     n_nb = g2.number_input("Neighbours shown", 1, 12, 6, key="ws_neighbours")
     shown = search(ws, version, shown)
     st.caption("Each row: the pivotal image (label → prediction), then its nearest neighbours as label / "
