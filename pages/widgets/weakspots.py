@@ -4,6 +4,8 @@ repair-target picker and the notes form."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -28,6 +30,7 @@ NOTE_OPTIONS = 200
 LAZY_ROWS = 2000    # a longer table loads its rows lazily (the browser fetches what it shows)
 GRID_POINTS = 20    # radii of the weakspots-per-radius curve
 KEPT = 8            # settings whose pivotal images stay in memory per version
+_MEMO_LOCK = threading.Lock()
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -56,12 +59,21 @@ def pivotal_at(box: dict, *, radius: float, k: int, purity: float) -> tuple[pd.D
     expander, the map) reuses them (at 1,000 classes the pair count alone is 0.15 s). Read-only."""
     memo = box.setdefault("pivotal", {})
     key = (float(radius), int(k), float(purity))
-    if key not in memo:
+    found = memo.get(key)
+    if found is None:
         pivotal = find_pivotal_images(box["rep"], box["table"], radius=radius, k=k, purity=purity)
-        memo[key] = (pivotal, count_weakspots_by_pair(pivotal, box["rep"].class_names))
+        found = (pivotal, count_weakspots_by_pair(pivotal, box["rep"].class_names))
+        _remember(memo, key, found)
+    return found
+
+
+def _remember(memo: dict, key, value) -> None:
+    """Keep ``value`` and at most :data:`KEPT` entries; the box is shared by every session of
+    the server, so the eviction holds a lock."""
+    with _MEMO_LOCK:
+        memo[key] = value
         while len(memo) > KEPT:
             memo.pop(next(iter(memo)))
-    return memo[key]
 
 
 def radius_counts(box: dict, span, *, radius: float, found: int, k: int, purity: float) -> pd.DataFrame:
@@ -74,12 +86,11 @@ def radius_counts(box: dict, span, *, radius: float, found: int, k: int, purity:
     """
     memo = box.setdefault("radius_counts", {})
     key = (float(span.low), float(span.high), float(span.suggested), int(k), float(purity))
-    if key not in memo:
-        memo[key] = count_weakspots_by_radius(box["rep"], box["table"], radius_grid(span, n=GRID_POINTS),
-                                              k=k, purity=purity)
-        while len(memo) > KEPT:
-            memo.pop(next(iter(memo)))
-    counts = memo[key]
+    counts = memo.get(key)
+    if counts is None:
+        counts = count_weakspots_by_radius(box["rep"], box["table"], radius_grid(span, n=GRID_POINTS),
+                                           k=k, purity=purity)
+        _remember(memo, key, counts)
     if (counts["radius"] == radius).any():
         return counts
     extra = pd.DataFrame({"radius": [float(radius)], "count": [int(found)]})
