@@ -17,8 +17,8 @@ table is built before timing (its one-time cost is a row of its own).
   browser main thread's busy time (the sum of its long tasks, > 50 ms each, over the interaction),
   the page's DOM size and its height. Grad-CAM, whose slider needs object masks the fixture
   lacks, is timed switching a tab instead. Galleries are also timed turning a page (their
-  next-page button). ``python -m tests.benchmarks.bench_pages N`` runs only the browser rows N times (a
-  fresh server each) and gives each row's median.
+  next-page button). ``python -m tests.benchmarks.bench_pages N`` runs only the browser rows N
+  times (a fresh server each) and gives each row's median.
 
 The workspace's cached outputs are keyed by its path: a copy of ``bench_out/pages_ws`` moved to
 another checkout recomputes them with the saved model, whose predictions on the 8 x 8 images are
