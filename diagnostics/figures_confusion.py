@@ -158,7 +158,8 @@ def comparison_heatmap(cmp, class_names: Sequence[str], *, rows: Sequence[int] |
         hovertemplate="label %{y}<br>predicted %{x}<br>rate change %{customdata[0]:+.3f} (%{customdata[1]})"
                       "<extra></extra>"))
     if len(idx) <= 25:
-        text = np.vectorize(lambda v: "" if abs(v) < 5e-4 else f"{v:+.2f}")(change)
+        # blank where the two-decimal text would read "+0.00" or "-0.00" (the hover has 3 decimals)
+        text = np.vectorize(lambda v: "" if round(float(v), 2) == 0 else f"{v:+.2f}")(change)
         fig.data[0].update(text=text, texttemplate="%{text}", textfont={"size": 10})
     fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="label", height=_size(len(idx)),
                       yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})

@@ -34,6 +34,10 @@ def test_comparison_is_coloured_by_better_or_worse_and_centred():
     assert np.allclose(heat.z, better) and heat.colorscale[0][1] == "#b2182b" and heat.colorscale[-1][1] == "#1a9850"
     assert list(np.asarray(heat.text)[1]) == ["+0.30", "-0.30"]  # the text is the rate change itself
     assert np.asarray(heat.customdata)[1, 0, 1] == "worse" and np.asarray(heat.customdata)[0, 0, 1] == "better"
+    # changes that round to zero at two decimals leave the cell blank, not "-0.00" / "+0.00"
+    tiny = np.array([[0.004, -0.004], [-0.0049, 0.006]])
+    text = np.asarray(comparison_heatmap(SimpleNamespace(change=tiny, improvement=tiny), ["a", "b"]).data[0].text)
+    assert text.tolist() == [["", ""], ["", "+0.01"]]
 
 
 def test_triplet_bars():
