@@ -146,7 +146,9 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
             return {}
         if not job.get("parent_run") or job.get("params", {}) and job["params"].get("keep_version"):
             row = ws.save_version(model, method=method.name, parent=parent, rho=ctx.rho, targets=target.to_dict(),
-                                  seed=config.seed, epochs=config.epochs,
+                                  # the epochs it trained: a step budget or early stopping (bir) ends
+                                  # before config.epochs
+                                  seed=config.seed, epochs=final.get("epoch", config.epochs),
                                   metrics={**final_summary, "baseline": base_summary, "scope": config.scope},
                                   run_id=job["id"])
             ws.save_outputs(outputs, "eval", row["id"])

@@ -29,7 +29,7 @@ def versions_table(ws) -> pd.DataFrame:
                 metrics["accuracy"] = float(out.accuracy)
         rows.append({"id": v["id"], "parent": v.get("parent") or "", "method": v.get("method") or "",
                      "target": target.label if target else "", "rho": _text(v.get("rho"), ".3g"),
-                     "epochs": _text(None if v.get("epochs") is None else int(v["epochs"]), "d"),
+                     "epochs": _text(v.get("epochs"), ".3g"),
                      "accuracy": None if metrics.get("accuracy") is None else 100 * metrics["accuracy"],
                      "target error": _text(metrics.get("target_error"), ".4f"), "path": v["path"]})
     return pd.DataFrame(rows)

@@ -27,12 +27,15 @@ def test_versions_table_is_readable():
         {"id": "v1-bir", "parent": "orig", "method": "bir", "rho": 0.05, "seed": 0, "epochs": 1,
          "targets": {"kind": "confusion", "targets": [["cat", "fox"]]},
          "metrics": {"accuracy": 0.8125, "target_error": 0.25}, "path": "/m/v1.pt"},
+        {"id": "v2-w-bn", "parent": "orig", "method": "w-bn", "rho": 0.5, "seed": 0, "epochs": 0.0667,
+         "targets": None, "metrics": None, "path": "/m/v2.pt"},  # a quick run: a share of an epoch
     ], cached_outputs=lambda split, version: SimpleNamespace(n=4, accuracy=0.75) if version == "orig" else None)
     table = OV.versions_table(ws)
     orig, repaired = table.iloc[0], table.iloc[1]
     assert (orig["parent"], orig["method"], orig["target"]) == ("", "", "")
     assert (orig["rho"], orig["epochs"], orig["target error"]) == ("—", "—", "—")
     assert (repaired["rho"], repaired["epochs"]) == ("0.05", "1")
+    assert table.iloc[2]["epochs"] == "0.0667"  # not rounded down to 0
     assert orig["accuracy"] == pytest.approx(75.0)  # no run measured it: its cached eval outputs
     assert repaired["target"] == "cat / fox"
     assert repaired["accuracy"] == pytest.approx(81.25) and repaired["target error"] == "0.2500"

@@ -71,3 +71,6 @@ def test_bir_run_stops_on_held_out_samples_and_plots_its_own_epochs(isolated_dem
     steps = [m for m in isolated_demo.store.run_metrics(run_id) if m["accuracy"] is None and m["loss"] is not None]
     assert [m["step"] for m in steps] == list(range(1, 7))
     assert [m["epoch"] for m in steps] == pytest.approx([s / per_epoch for s in range(1, 7)], abs=1e-4)  # stored rounded
+    # the saved version says the epochs it trained (one, capped by the step budget), not the config's 5
+    version = next(v for v in isolated_demo.versions() if v.get("run_id") == run_id)
+    assert version["epochs"] == 1
