@@ -77,7 +77,7 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
     causes, rest, held = index[cause_pos], index[rest_pos], index[held_pos]
     log(f"bir: layers {found['chosen']}; {len(causes):,} detrimental train samples at threshold {threshold:.4g} "
         f"(reserved set {found['reserved'].n}), {len(rest):,} others mixed in, {len(held):,} held out to stop")
-    phase(f"decoding the {len(causes) + len(rest) + len(held):,} train images it uses")
+    phase("reading the train images (decoded once per workspace, then reused)")
     pixels = run_bir._pixels(ws, "train", progress)
     t = ws.config.transform
     labels = ws.split("train").labels
