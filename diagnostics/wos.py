@@ -235,9 +235,7 @@ class WosWhatIf:
         if self.task == "multi_label":
             return self._evaluate_multi(rho)
         k = self.num_classes
-        best_t = self._best_t if rho > 0 else np.full(len(self.rows), self.cls[0] if len(self.cls) else 0)
-        after_rows = np.where(self._max_t * rho >= self._max_o, best_t, self._best_o)
-        moved = after_rows != self.before[self.rows]
+        after_rows, moved, fixed, broken = self._moves(rho)
         counts = self._counts
         if moved.any():
             delta = (np.bincount(self._lab_rows[moved] * k + after_rows[moved], minlength=k * k)
@@ -245,10 +243,6 @@ class WosWhatIf:
             counts = counts + delta.reshape(k, k)
         preds = self.before.copy()
         preds[self.rows] = after_rows
-        right_after = after_rows[moved] == self._lab_rows[moved]
-        right_before = self._correct_rows[moved]
-        fixed = int(np.count_nonzero(right_after & ~right_before))
-        broken = int(np.count_nonzero(right_before & ~right_after))
         rates = confusion_rates(counts)
         errors = (rates + rates.T) / 2.0
         np.fill_diagonal(errors, 0.0)
@@ -292,6 +286,17 @@ class WosWhatIf:
                 rows.append({"rho": float(rho), **self._point(float(rho))})
         return pd.DataFrame(rows)
 
+    def _moves(self, rho: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Single-label: the new prediction of every affected row (:attr:`rows`) at ``rho``,
+        which of them moved, and how many moves fixed / broke a sample."""
+        best_t = self._best_t if rho > 0 else np.full(len(self.rows), self.cls[0] if len(self.cls) else 0)
+        after_rows = np.where(self._max_t * rho >= self._max_o, best_t, self._best_o)
+        moved = after_rows != self.before[self.rows]
+        right_after = after_rows[moved] == self._lab_rows[moved]
+        right_before = self._correct_rows[moved]
+        return (after_rows, moved, int(np.count_nonzero(right_after & ~right_before)),
+                int(np.count_nonzero(right_before & ~right_after)))
+
     def _point(self, rho: float) -> dict:
         """Single-label accuracy and target error for one rho, as :meth:`evaluate` gives them,
         from the target classes' rows of the confusion counts only (the K x K rates of every
@@ -299,13 +304,7 @@ class WosWhatIf:
         count) never changes with w-os, so only the moved samples' cells are recounted."""
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"rho must be in [0, 1], got {rho}")
-        best_t = self._best_t if rho > 0 else np.full(len(self.rows), self.cls[0] if len(self.cls) else 0)
-        after_rows = np.where(self._max_t * rho >= self._max_o, best_t, self._best_o)
-        moved = after_rows != self.before[self.rows]
-        right_after = after_rows[moved] == self._lab_rows[moved]
-        right_before = self._correct_rows[moved]
-        fixed = int(np.count_nonzero(right_after & ~right_before))
-        broken = int(np.count_nonzero(right_before & ~right_after))
+        after_rows, moved, fixed, broken = self._moves(rho)
         accuracy = (self._correct + fixed - broken) / max(self.n, 1)
         if not self.targets:
             return {"accuracy": accuracy, "target_error": float("nan")}
