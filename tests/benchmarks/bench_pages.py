@@ -330,5 +330,7 @@ if __name__ == "__main__":
     import json
 
     # ``python -m tests.benchmarks.bench_pages [RUNS]``: only the browser rows, median of RUNS
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and not (sys.argv[1].isdigit() and int(sys.argv[1]) > 0)):
+        sys.exit("usage: python -m tests.benchmarks.bench_pages [RUNS] (RUNS: a whole number >= 1)")
     for r in browser_medians(int(sys.argv[1])) if len(sys.argv) > 1 else run():
         print(json.dumps(r))
