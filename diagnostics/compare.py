@@ -51,6 +51,12 @@ class Comparison:
     def changed(self) -> int:
         return len(self.fixed) + len(self.broken)
 
+    @property
+    def identical(self) -> bool:
+        """Nothing to draw: no sample fixed or broken and no confusion rate moved (e.g. a repair
+        that kept its parent's weights, or w-os at rho 1)."""
+        return self.changed == 0 and not np.abs(self.change).max(initial=0.0) > 0
+
 
 def compare_outputs(before, after, targets=None) -> Comparison:
     """Compare two ``InferenceOutputs`` of the same split (rows matched by split index).

@@ -94,9 +94,12 @@ with tab_after:
                         key="wos_after_heatmap")
 with tab_diff:
     cmp = compare_outputs(out, dataclasses.replace(out, preds=result.preds))
-    st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
-                    key="wos_diff_heatmap")
-    if len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
+    if cmp.identical:
+        st.info(f"rho = {rho:.4g} changes no prediction: lower rho to see what w-os moves.")
+    else:
+        st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
+                        key="wos_diff_heatmap")
+    if not cmp.identical and len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
         st.plotly_chart(matrix_overview(cmp.improvement, names, diverging=True, colorscale=BETTER_WORSE,
                                         value_name="better ↑<br>worse ↓", title="after − before (green = better)"),
                         key="wos_overview_chart")

@@ -189,6 +189,10 @@ def compare_versions(ws, out, version: str, split: str, shown: list[int]) -> Non
     d1, d2 = st.columns(2)
     d1.metric("Fixed (wrong → right)", f"{len(cmp.fixed):,}")
     d2.metric("Broken (right → wrong)", f"{len(cmp.broken):,}")
+    if cmp.identical:
+        st.info(f"{other} makes the same predictions as {version} on all {cmp.n:,} {split} images: no difference "
+                "to draw.")
+        return
     st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title=f"{other} − {version} (rates; green = better)"),
                     key="conf_diff_heatmap")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 import torch
 
@@ -150,7 +149,7 @@ def before_after(ws, run: dict, target: Target | None) -> None:
                     **change(cmp.target_error[1] - cmp.target_error[0], "+.4f", lower_is_better=True))
     c[2].metric("Fixed (wrong → right)", f"{len(cmp.fixed):,}")
     c[3].metric("Broken (right → wrong)", f"{len(cmp.broken):,}")
-    if not cmp.changed and not np.abs(cmp.change).max(initial=0.0) > 0:
+    if cmp.identical:
         st.info(f"{run['model_version']} makes the same predictions as {run['parent_version'] or 'orig'} on all "
                 f"{cmp.n:,} eval images: nothing to compare (the run's log above says why).")
         return

@@ -29,6 +29,15 @@ def test_fixed_broken_rates_and_target_error():
     assert cmp.improvement[1, 1] == pytest.approx(0.0) and cmp.improvement[2, 2] == 0
 
 
+def test_identical_means_no_sample_and_no_rate_moved():
+    same = compare_outputs(outputs([0, 1, 0, 1, 2]), outputs([0, 1, 0, 1, 2]))
+    assert same.identical and same.changed == 0
+    # wrong -> another wrong class: nothing fixed or broken, but a rate moved
+    moved = compare_outputs(outputs([0, 1, 0, 1, 2]), outputs([0, 2, 0, 1, 2]))
+    assert moved.changed == 0 and not moved.identical
+    assert not compare_outputs(outputs([0, 1, 0, 1, 2]), outputs([0, 0, 0, 1, 2])).identical
+
+
 def test_rows_are_matched_by_split_index():
     before = outputs([0, 1, 0, 1, 2])
     after = outputs([2, 1, 0], labels=(2, 1, 0), indices=(4, 1, 0))  # another order, a subset

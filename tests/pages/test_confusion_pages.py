@@ -185,8 +185,10 @@ def test_wos_slider_changes_the_numbers(demo_eval):
     first = metrics(at)
     assert first["Accuracy"] == f"{before.accuracy:.2%}"
     assert first["Target error (type1conf)"] == f"{before.target_error:.4f}"
+    no_change = lambda: [i.value for i in at.info if "changes no prediction" in i.value]
+    assert no_change() == ["rho = 1 changes no prediction: lower rho to see what w-os moves."]  # not an empty map
     at.select_slider(key="wos_rho_slider").set_value(0.1).run()
-    assert not at.exception
+    assert not at.exception and not no_change()
     assert ws_state(at)[ui.WOS_RHO] == 0.1
     after = metrics(at)
     assert expected.target_error < before.target_error and len(expected.changed) > 0
@@ -263,3 +265,15 @@ def test_changed_classes_limits_large_k():
     assert changed_classes([(0, 1)], r, 4) == [0, 1, 2, 3]
     assert changed_classes([(0, 1)], r, 100, limit=3) == [0, 1, 9]
     assert changed_classes([(0, 1)], r, 100) == [0, 1, 7, 9]
+
+
+def test_an_identical_version_says_so_instead_of_an_empty_difference_map(tiny_workspace):
+    from workspace.core import open_workspace
+
+    ws = open_workspace(str(tiny_workspace))
+    row = ws.save_version(ws.load_model(), method="copy", parent="orig")  # the same weights
+    at = page("confusion", **{ui.WORKSPACE: str(tiny_workspace)})
+    assert at.selectbox(key="conf_compare").value == row["id"]
+    assert any(f"{row['id']} makes the same predictions as orig" in i.value for i in at.info)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert specs and not any("rates; green = better" in t for t in specs)  # no all-grey difference map
