@@ -88,7 +88,9 @@ def train_bir(ws, ctx, config, *, parent: str, threshold: float, on_step=None, o
                 torch.as_tensor(labels[rows], dtype=torch.int64))
 
     per_epoch = math.ceil((len(causes) + len(rest)) / TREAT_BATCH)
-    stepped = None if on_step is None else lambda s, total, loss: on_step(s, total, loss, epoch=s / per_epoch)
+    stage = f"treatment: retraining {found['chosen']} on the aligned and the other samples"
+    stepped = None if on_step is None else lambda s, total, loss: on_step(s, total, loss, epoch=s / per_epoch,
+                                                                           stage=stage)
     phase(f"aligning the {len(causes):,} detrimental samples with phi (energy step, Eq. 4-5)")
     treatment = bir.treat(ws.model(parent), found["phi"], tensors(causes), tensors(rest), subset=found["subset"],
                           lr=1e-3, batch_size=TREAT_BATCH, max_epochs=max_epochs, seed=config.seed, device=device,

@@ -119,11 +119,12 @@ def execute(ws, job: dict, rep: jobs.Reporter) -> dict:
         def phase(name: str) -> None:  # a stage of the method's preparation, with its own ETA
             rep.phase(f"{method.name}: {name}", share=(0.05, 0.1))
 
-        def on_step(step, total, loss, epoch=None):
+        def on_step(step, total, loss, epoch=None, stage=None):
             # epoch: where the step lies, from methods whose epochs are not config.epochs (BIR's
-            # early-stopped treatment); else the share of the run times its epochs
+            # early-stopped treatment); else the share of the run times its epochs. stage: what is
+            # trained, from methods with their own procedure (BIR trains only the layers it chose)
             if step == 1:  # the ETA counts training steps only, not the preparation
-                rep.phase(f"{method.name}: fine-tuning ({config.scope} scope)", share=(0.1, 1.0))
+                rep.phase(f"{method.name}: {stage or f'fine-tuning ({config.scope} scope)'}", share=(0.1, 1.0))
             rep.step_loss(step / max(total, 1) * config.epochs if epoch is None else epoch, step, loss)
             rep.progress(step, total, f"step {step:,}/{total:,}, loss {loss:.4f}")
             rep.check()

@@ -67,6 +67,10 @@ def test_bir_run_stops_on_held_out_samples_and_plots_its_own_epochs(isolated_dem
     n = len(isolated_demo.split("train").labels)
     assert held == n // 10 and causes + rest + held <= n
     assert re.search(r"bir: held-out loss [\d.]+ before, [\d.]+ after each epoch; kept ", log), log
+    # the training stage names the layers bir chose, not a scope (bir trains only its own layers)
+    chosen = re.search(r"bir: layers (\S+);", log).group(1)
+    assert f"bir: treatment: retraining {chosen} on the aligned" in log, log
+    assert "scope)" not in log, log
     per_epoch = -(-(causes + rest) // 64)
     steps = [m for m in isolated_demo.store.run_metrics(run_id) if m["accuracy"] is None and m["loss"] is not None]
     assert [m["step"] for m in steps] == list(range(1, 7))
