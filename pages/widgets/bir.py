@@ -95,6 +95,10 @@ def scores_view(ws, version: str, found: dict) -> pd.DataFrame:
     fig.update_layout(height=280, xaxis_title="s(z) = L(z; phi) − L(z; θ)", yaxis_type="log", margin={"t": 20})
     st.plotly_chart(fig, key="bir_hist")
     st.caption(f"{int(flag.sum()):,} of {len(frame):,} train samples detrimental ({flag.mean():.1%}).")
+    warning = None if threshold is None else bir.selection_warning(
+        int(flag.sum()), len(frame), phi_loss=found.get("phi_loss"), theta_loss=found.get("initial_loss"))
+    if warning:
+        st.warning(warning, icon=":material/warning:")
     return frame[flag].sort_values("score", ascending=False)
 
 

@@ -114,6 +114,15 @@ def test_select_causes_threshold_and_top_k():
     assert bir.select_causes(s, top_k=0).size == 0
 
 
+def test_selection_warning_only_when_the_threshold_flags_more_than_a_tenth():
+    assert bir.selection_warning(100, 1000) is None            # exactly 10 %: no warning
+    assert bir.selection_warning(0, 0) is None                 # nothing scored
+    text = bir.selection_warning(16_080, 50_000, phi_loss=0.0621, theta_loss=0.4638)
+    assert text.startswith("32% of the train split") and "0.062" in text and "0.464" in text
+    assert "top K" in text
+    assert "reserved set" not in bir.selection_warning(101, 1000)  # no losses known: no fit sentence
+
+
 def test_sample_remaining_excludes_causes():
     rest = bir.sample_remaining(10, np.array([1, 5, 7]), seed=3)
     assert len(rest) == 3 and not set(rest) & {1, 5, 7} and len(set(rest)) == 3

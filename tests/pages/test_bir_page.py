@@ -32,6 +32,17 @@ def test_bir_page_shows_the_layers_scores_and_finished_runs(isolated_demo):
     assert row["accuracy"] == f"{before:.3f} → {after:.3f}"
     assert row["version"] == job["model_version"]
     assert row["kept"].startswith(("theta's own weights", "the weights of epoch")), row["kept"]
+    # a threshold that flags more than a tenth of the train split is called out; top K is not
+    scores = run_bir.raw_scores(isolated_demo, "orig", found=found)["score"]
+    share = float((scores > at.number_input(key="bir_threshold").value).mean())
+    warned = [w.value for w in at.warning if "of the train split is above the threshold" in w.value]
+    assert bool(warned) == (share > 0.10), (share, warned)
+    at.number_input(key="bir_threshold").set_value(float(scores.quantile(0.95))).run()
+    assert not [w for w in at.warning if "above the threshold" in w.value]
+    at.number_input(key="bir_threshold").set_value(float(scores.quantile(0.5))).run()
+    assert [w for w in at.warning if "50% of the train split is above the threshold" in w.value]
+    at.radio(key="bir_mode").set_value("top K").run()
+    assert not at.exception and not [w for w in at.warning if "above the threshold" in w.value]
 
 
 def test_bir_page_shows_finished_runs_before_its_own_identification(demo_ws, monkeypatch):
