@@ -12,6 +12,31 @@ from PIL import Image
 
 # a "jet"-like ramp: blue -> cyan -> yellow -> red
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 230, 230], [255, 230, 0], [255, 60, 0], [180, 0, 0]], float)
+#: the longest side of a mean map drawn as a plotly heat map: Grad-CAM maps come from a layer of
+#: 7-16 cells a side, so upsampling them to a 224-pixel input adds smoothness, not information,
+#: and 10 maps of 224 x 224 values were ~5 MB of JSON per chart
+DISPLAY_MAX = 64
+
+
+def display_size(size: tuple[int, int], cap: int = DISPLAY_MAX) -> tuple[int, int]:
+    """The (H, W) a map of an input of ``size`` is drawn at: ``size`` scaled so its longer side is at
+    most ``cap`` (aspect kept; never larger than the input)."""
+    h, w = int(size[0]), int(size[1])
+    scale = min(1.0, cap / max(h, w, 1))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _pixel_axes(shape: tuple[int, int], input_size: tuple[int, int] | None) -> dict:
+    """Heat map coordinates in input pixels (cell centres) when a map is drawn smaller than the input."""
+    if input_size is None or tuple(input_size) == tuple(shape):
+        return {}
+    (h, w), (big_h, big_w) = shape, input_size
+    return {"x": (np.arange(w) + 0.5) * big_w / w - 0.5, "y": (np.arange(h) + 0.5) * big_h / h - 0.5}
+
+
+def _rounded(z: np.ndarray) -> np.ndarray:
+    # 3 decimals of "x uniform" are more than a colour shows; full float64 digits tripled the JSON
+    return np.round(np.asarray(z, dtype=np.float64), 3)
 
 
 def association_heatmap(df: pd.DataFrame, *, value: str = "rate", class_names=None) -> go.Figure:
@@ -106,7 +131,8 @@ def _map_axes(fig: go.Figure, n: int) -> None:
         fig.layout[f"xaxis{suffix}"].update(showticklabels=False, constrain="domain")
 
 
-def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str]) -> go.Figure:
+def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str],
+                     input_size: tuple[int, int] | None = None) -> go.Figure:
     """Mean heat maps of a pair's correct samples and mistakes, side by side, with differences.
 
     Row 1: mean of ``A -> A``, mean of ``A -> B``, and ``(A -> B) - (A -> A)``; row 2 the same
@@ -117,10 +143,13 @@ def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str]) -> go
         means: (4, H, W) float mean maps in the order A->A, A->B, B->B, B->A (NaN = no sample).
         counts: 4 sample counts, same order.
         names: (A, B) class names.
+        input_size: the model input's (H, W) when the maps are drawn smaller (hover and axes then
+            give input pixels).
     """
     from plotly.subplots import make_subplots
 
     a, b = names
+    axes = _pixel_axes(np.shape(means)[1:], input_size)
     groups = [(a, a), (a, b), (b, b), (b, a)]
     rel = [relative_to_uniform(m) for m in np.asarray(means, dtype=np.float64)]
     top = max([np.nanmax(r) for r in rel if np.isfinite(r).any()] or [1.0])
@@ -132,15 +161,16 @@ def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str]) -> go
         titles += [f"{t} → {t} (correct, n={counts[2 * row]})", f"{t} → {p} (mistakes, n={counts[2 * row + 1]})",
                    "difference: mistakes − correct"]
     fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.1)
-    hover = "x %{x}, y %{y}<br>%{z:.2f} × uniform<extra></extra>"
+    hover = "x %{x:.0f}, y %{y:.0f}<br>%{z:.2f} × uniform<extra></extra>"
     for row in range(2):
         for col, z in enumerate([rel[2 * row], rel[2 * row + 1]]):
-            fig.add_trace(go.Heatmap(z=z, zmin=0, zmax=top, colorscale="Inferno", hovertemplate=hover,
+            fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale="Inferno", hovertemplate=hover,
                                      showscale=row == 0 and col == 0,
                                      colorbar={"title": "× uniform", "x": 1.0, "len": 0.42, "y": 0.78}),
                           row=row + 1, col=col + 1)
-        fig.add_trace(go.Heatmap(z=diffs[row], zmin=-span, zmax=span, colorscale="RdBu_r", zmid=0,
-                                 hovertemplate="x %{x}, y %{y}<br>%{z:+.2f}<extra></extra>", showscale=row == 0,
+        fig.add_trace(go.Heatmap(z=_rounded(diffs[row]), **axes, zmin=-span, zmax=span, colorscale="RdBu_r", zmid=0,
+                                 hovertemplate="x %{x:.0f}, y %{y:.0f}<br>%{z:+.2f}<extra></extra>",
+                                 showscale=row == 0,
                                  colorbar={"title": "mistakes<br>− correct", "x": 1.0, "len": 0.42, "y": 0.22}),
                       row=row + 1, col=3)
     _map_axes(fig, 6)
@@ -148,24 +178,27 @@ def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str]) -> go
     return fig
 
 
-def class_mean_figure(means: np.ndarray, counts, class_names, *, columns: int = 5) -> go.Figure:
+def class_mean_figure(means: np.ndarray, counts, class_names, *, columns: int = 5,
+                      input_size: tuple[int, int] | None = None) -> go.Figure:
     """Small multiples: the mean heat map of every predicted class (relative to uniform, one scale).
 
     Args:
         means: (K, H, W) mean maps (NaN = no sample).
         counts: K sample counts.
         class_names: K names.
+        input_size: as in :func:`pair_mean_figure`.
     """
     from plotly.subplots import make_subplots
 
     k = len(class_names)
+    axes = _pixel_axes(np.shape(means)[1:], input_size)
     rows = max(1, -(-k // columns))
     rel = [relative_to_uniform(m) for m in np.asarray(means, dtype=np.float64)]
     top = max([np.nanmax(r) for r in rel if np.isfinite(r).any()] or [1.0])
     fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"{c} (n={n})" for c, n in zip(class_names, counts)])
     for j, z in enumerate(rel):
-        fig.add_trace(go.Heatmap(z=z, zmin=0, zmax=top, colorscale="Inferno", showscale=j == 0,
+        fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale="Inferno", showscale=j == 0,
                                  colorbar={"title": "× uniform"}, name=class_names[j],
                                  hovertemplate=f"{class_names[j]}<br>%{{z:.2f}} × uniform<extra></extra>"),
                       row=j // columns + 1, col=j % columns + 1)

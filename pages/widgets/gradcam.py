@@ -12,7 +12,7 @@ import streamlit as st
 
 from diagnostics.associations import association_rows, repair_targets
 from diagnostics.cam_summary import mean_cams
-from diagnostics.figures_gradcam import class_mean_figure, looks_figure, overlay, pair_mean_figure
+from diagnostics.figures_gradcam import class_mean_figure, display_size, looks_figure, overlay, pair_mean_figure
 from diagnostics.gradcam import upsample_cams
 from diagnostics.mask_sources import image_to_input, mask_to_input
 from diagnostics import run_gradcam
@@ -131,9 +131,10 @@ def shares(ws, result, masks):
 
 
 def _display(means: np.ndarray, size) -> np.ndarray:
-    """(G, h, w) mean maps (NaN = none) upsampled to the model input for display."""
+    """(G, h, w) mean maps (NaN = none) upsampled for display: to the model input, at most
+    :data:`~diagnostics.figures_gradcam.DISPLAY_MAX` pixels a side."""
     empty = ~np.isfinite(means).all(axis=(1, 2))
-    up = upsample_cams(np.nan_to_num(means).astype(np.float32), size)
+    up = upsample_cams(np.nan_to_num(means).astype(np.float32), display_size(size))
     up[empty] = np.nan
     return up
 
@@ -193,8 +194,8 @@ def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit:
     st.caption(f"{split}: {counts[1]} {names[a]} → {names[b]} and {counts[3]} {names[b]} → {names[a]} mistakes; "
                f"{counts[0]} {names[a]} and {counts[2]} {names[b]} classified correctly. Maps are means of "
                "heatmaps each scaled to unit total relevance, shown relative to a uniform map.")
-    st.plotly_chart(pair_mean_figure(_display(means, result.input_size), counts, names=(names[a], names[b])),
-                    key="gc_pair_means")
+    st.plotly_chart(pair_mean_figure(_display(means, result.input_size), counts, names=(names[a], names[b]),
+                                     input_size=result.input_size), key="gc_pair_means")
     st.dataframe(table, hide_index=True, key="gc_pair_table", column_config={
         **SHARE_FORMAT, "n_empty": st.column_config.NumberColumn("n_empty", help="heatmaps without positive "
                                                                  "relevance (left out of the shares)")})
@@ -213,7 +214,7 @@ def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit:
 
 
 LOOKS_BARS = 60     # classes with a bar pair in the "where it looks" chart
-MEAN_MAPS = 10      # mean maps drawn at first when more classes have some (the rest: pick them)
+MEAN_MAPS = 5       # mean maps drawn at first when more classes have some (the rest: pick them)
 
 
 def looks_view(ws, result, regions_) -> None:
@@ -252,7 +253,8 @@ def looks_view(ws, result, regions_) -> None:
             dtype=np.int64)
     if len(shown):
         st.plotly_chart(class_mean_figure(_display(means[shown], result.input_size), counts[shown],
-                                          [ws.class_names[k] for k in shown]), key="gc_class_means")
+                                          [ws.class_names[k] for k in shown], input_size=result.input_size),
+                        key="gc_class_means")
 
 
 def gallery(ws, split: str, result, shares_, masks, cls: int, obj: str, threshold: float, *, limit: int = 12) -> None:

@@ -7,7 +7,8 @@ from diagnostics.cam_summary import (
     mean_cams, normalise_cams, pair_choices, pair_groups, pair_rows, region_masks, region_shares, rows_for,
     summarise_groups, where_it_looks,
 )
-from diagnostics.figures_gradcam import class_mean_figure, looks_figure, pair_mean_figure, relative_to_uniform
+from diagnostics.figures_gradcam import (DISPLAY_MAX, class_mean_figure, display_size, looks_figure, pair_mean_figure,
+                                         relative_to_uniform)
 
 
 def test_normalise_and_mean_per_group():
@@ -143,6 +144,7 @@ def test_figures():
     assert diff[3, 3] == 16 and diff[0, 0] == -16  # mistakes look at the bottom-right, correct at the top-left
     fig = class_mean_figure(m[:3], [1, 2, 3], ["a", "b", "c"], columns=2)
     assert len(fig.data) == 3 and [a.text for a in fig.layout.annotations] == ["a (n=1)", "b (n=2)", "c (n=3)"]
+    assert fig.data[0].x is None  # drawn at the input's size: plain pixel indices
     import pandas as pd
 
     df = pd.DataFrame({"class": ["a", "b"], "centre_share": [0.6, 0.1], "border_share": [0.1, 0.7]})
@@ -174,3 +176,19 @@ def test_cli_without_masks(tiny_workspace, capsys):
                          (["--explain", "cow"], "valid: cat, dog, fox")):
         assert run_cli(main, ["gradcam-summary", "--workspace", str(tiny_workspace), *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_mean_maps_of_large_inputs_are_drawn_small_in_input_pixels():
+    """A 224-pixel model's maps are drawn at 64 a side (a Grad-CAM layer has ~7-16 cells a side), the
+    axes and the hover still in input pixels; small inputs are drawn as they are."""
+    assert DISPLAY_MAX == 64
+    assert display_size((224, 224)) == (64, 64) and display_size((32, 32)) == (32, 32)
+    assert display_size((100, 300)) == (21, 64) and display_size((1, 1000)) == (1, 64)
+    m = np.random.default_rng(0).random((4, 64, 64))
+    for fig in (pair_mean_figure(m, [1, 1, 1, 1], names=("a", "b"), input_size=(224, 224)),
+                class_mean_figure(m[:2], [1, 1], ["a", "b"], input_size=(224, 224))):
+        x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
+        assert len(x) == len(y) == 64
+        np.testing.assert_allclose([x[0], x[-1]], [1.25, 221.75])  # cell centres: 3.5 input pixels per cell
+        assert "%{x:.0f}" in fig.data[0].hovertemplate or fig.data[0].hovertemplate.startswith("a<br>")
+        assert np.asarray(fig.data[0].z).dtype == np.float64 and np.allclose(fig.data[0].z, np.round(fig.data[0].z, 3))

@@ -160,7 +160,11 @@ def test_grad_cam_of_many_images_runs_as_a_job_with_progress_and_fills_in(tmp_pa
     assert [t.label for t in at.tabs] == ["Mistakes of a pair", "Where it looks"]
     at.session_state["gc_view"] = "Where it looks"
     at.run()
-    # 100 classes: the chart keeps the 60 that look most at the border, 10 mean maps at first
+    # 100 classes: the chart keeps the 60 that look most at the border, 5 mean maps at first (one row)
+    from pages.widgets.gradcam import MEAN_MAPS
+
     looks = [c for c in at.get("plotly_chart") if "gc_looks_chart" in c.proto.id]
     assert len(json.loads(looks[0].proto.spec)["data"][0]["x"]) == 60
-    assert len(at.multiselect(key="gc_mean_classes").value) == 10
+    assert MEAN_MAPS == 5 and len(at.multiselect(key="gc_mean_classes").value) == MEAN_MAPS
+    means = [c for c in at.get("plotly_chart") if "gc_class_means" in c.proto.id]
+    assert len(json.loads(means[0].proto.spec)["data"]) == MEAN_MAPS
