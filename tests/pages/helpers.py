@@ -23,13 +23,40 @@ def seeded(spec: str, *, target: dict | None = None, source: str | None = None, 
     return {ui.PER_WORKSPACE: {spec: state}}
 
 
+def _cell_caption(cell: str) -> str:
+    """One gallery cell's caption in markdown (``[split:index](url)  \\ntext``), read back from
+    its HTML: the link, then its lines (``<b>`` as ``**``)."""
+    import html
+    import re
+
+    caption = re.search(r"<figcaption[^>]*>(.*)</figcaption>", cell, re.S).group(1)
+    link = re.match(r'<a href="([^"]*)" target="_blank">([^<]*)</a>', caption)
+    if link:
+        head, rest = f"[{link.group(2)}]({html.unescape(link.group(1))})", caption[link.end():]
+    else:
+        head, _, rest = caption.partition("<br>")
+    rest = re.sub(r"</?b>", "**", rest.removeprefix("<br>")).replace("<br>", "  \n")
+    return head + (f"  \n{html.unescape(rest)}" if rest else "")
+
+
+def galleries(at) -> list[list[str]]:
+    """Each gallery element's captions (:func:`pages.widgets.controls.image_grid` draws a gallery
+    as one HTML element; other images are ``st.image`` elements)."""
+    found = []
+    for el in at.get("html"):
+        if 'class="gf-gallery"' in el.value:
+            found.append([_cell_caption(c) for c in el.value.split("<figure")[1:]])
+    return found + [list(img.captions) for img in at.get("image")]
+
+
 def thumbnails(at) -> list[str]:
     """The caption of every image the page shows (a gallery may be one element of many images)."""
-    return [c for img in at.get("image") for c in img.captions]
+    return [c for gallery in galleries(at) for c in gallery]
 
 
 def image_count(at) -> int:
-    return sum(len(img.value) for img in at.get("image"))
+    html_cells = sum(el.value.count("<figure") for el in at.get("html") if 'class="gf-gallery"' in el.value)
+    return html_cells + sum(len(img.value) for img in at.get("image"))
 
 
 def caption_ref(caption: str) -> str:

@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from diagnostics.weakspots import build_representative_set, find_neighbours, find_pivotal_images, scan_weakspots
 from pages import ui
-from tests.pages.helpers import caption_ref, caption_text, thumbnails, ws_state
+from tests.pages.helpers import caption_ref, caption_text, galleries, thumbnails, ws_state
 from tests.conftest import REPO
 
 TIMEOUT = 180
@@ -41,7 +41,7 @@ def test_page_matches_the_library_and_reacts_to_sliders(demo_ws, demo_rep):
     assert not at.warning
     # gallery: 4 pivotal images per page, each followed by its 6 nearest neighbours (label / pred, distance)
     captions = thumbnails(at)
-    assert len(captions) == 4 * 7 and len(at.get("image")) == 4   # one row element per pivotal image
+    assert len(captions) == 4 * 7 and len(galleries(at)) == 4   # one row element per pivotal image
     first = auto.pivotal.iloc[0]
     assert caption_ref(captions[0]) == f"{first['split']}:{first['index']}"
     assert all(caption_text(c).startswith("**PIVOTAL**") == (j % 7 == 0) for j, c in enumerate(captions))
@@ -132,7 +132,7 @@ def test_gallery_filters_to_one_pair(demo_ws, demo_rep):
     at.selectbox(key="ws_gallery_pair").set_value(first).run()
     assert not at.exception, at.exception
     pair = set(demo_ws.planted["confused_pair"])
-    heads = [caption_text(img.captions[0]) for img in at.get("image")]
+    heads = [caption_text(gallery[0]) for gallery in galleries(at)]
     assert len(heads) == 4  # a page of the gallery
     for caption in heads:  # "**PIVOTAL** A → B (..% pure)"
         a, b = caption.removeprefix("**PIVOTAL** ").split(" (")[0].split(" → ")
@@ -170,7 +170,7 @@ def test_pivotal_gallery_pages_and_search(demo_ws):
     at = _page()
     n = int(_metric(at, "Pivotal images (weakspots)").replace(",", ""))
     assert f"Pivotal images 1–4 of {n:,} (page 1 of {-(-n // 4)})" in [c.value for c in at.caption]
-    heads = lambda: [img.captions[0] for img in at.get("image")]
+    heads = lambda: [gallery[0] for gallery in galleries(at)]
     first_page = heads()
     at.button(key="ws_gallery_next").click().run()
     assert f"Pivotal images 5–8 of {n:,} (page 2 of {-(-n // 4)})" in [c.value for c in at.caption]
