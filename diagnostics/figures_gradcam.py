@@ -9,9 +9,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
+from plotly.colors import hex_to_rgb
+from plotly.colors import sequential as _sequential
 
 # a "jet"-like ramp: blue -> cyan -> yellow -> red
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 230, 230], [255, 230, 0], [255, 60, 0], [180, 0, 0]], float)
+#: plotly's Inferno as rgb() strings: drawn in Streamlit (either chart theme), the named scale's
+#: first stop "#000004" came out bright purple / pink, so near-zero relevance looked like a
+#: medium value (seen on every mean map, e.g. the ResNet-56's corners)
+INFERNO = [[k / (len(_sequential.Inferno) - 1), "rgb({}, {}, {})".format(*hex_to_rgb(c))]
+           for k, c in enumerate(_sequential.Inferno)]
 #: the longest side of a mean map drawn as a plotly heat map: Grad-CAM maps come from a layer of
 #: 7-16 cells a side, so upsampling them to a 224-pixel input adds smoothness, not information,
 #: and 10 maps of 224 x 224 values were ~5 MB of JSON per chart
@@ -164,7 +171,7 @@ def pair_mean_figure(means: np.ndarray, counts, *, names: tuple[str, str],
     hover = "x %{x:.0f}, y %{y:.0f}<br>%{z:.2f} × uniform<extra></extra>"
     for row in range(2):
         for col, z in enumerate([rel[2 * row], rel[2 * row + 1]]):
-            fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale="Inferno", hovertemplate=hover,
+            fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale=INFERNO, hovertemplate=hover,
                                      showscale=row == 0 and col == 0,
                                      colorbar={"title": "× uniform", "x": 1.0, "len": 0.42, "y": 0.78}),
                           row=row + 1, col=col + 1)
@@ -198,7 +205,7 @@ def class_mean_figure(means: np.ndarray, counts, class_names, *, columns: int = 
     fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"{c} (n={n})" for c, n in zip(class_names, counts)])
     for j, z in enumerate(rel):
-        fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale="Inferno", showscale=j == 0,
+        fig.add_trace(go.Heatmap(z=_rounded(z), **axes, zmin=0, zmax=top, colorscale=INFERNO, showscale=j == 0,
                                  colorbar={"title": "× uniform"}, name=class_names[j],
                                  hovertemplate=f"{class_names[j]}<br>%{{z:.2f}} × uniform<extra></extra>"),
                       row=j // columns + 1, col=j % columns + 1)

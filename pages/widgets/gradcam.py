@@ -214,7 +214,8 @@ def pair_view(ws, split: str, version: str, outputs, result, regions_, *, limit:
 
 
 LOOKS_BARS = 60     # classes with a bar pair in the "where it looks" chart
-MEAN_MAPS = 5       # mean maps drawn at first when more classes have some (the rest: pick them)
+MEAN_MAPS_ALL = 10  # up to this many classes with heatmaps, every class's mean map is drawn
+MEAN_MAPS = 5       # past that, the maps drawn at first (one row; the rest: pick them)
 
 
 def looks_view(ws, result, regions_) -> None:
@@ -240,7 +241,7 @@ def looks_view(ws, result, regions_) -> None:
     st.dataframe(looks, hide_index=True, key="gc_looks_table", column_config=SHARE_FORMAT)
     means, counts = mean_cams(result.cams, result.classes, n_groups=ws.num_classes)
     present = np.flatnonzero(counts > 0)
-    if len(present) <= MEAN_MAPS:
+    if len(present) <= MEAN_MAPS_ALL:
         shown = present
         st.caption("Mean heat map per predicted class")
     else:

@@ -145,6 +145,9 @@ def test_figures():
     fig = class_mean_figure(m[:3], [1, 2, 3], ["a", "b", "c"], columns=2)
     assert len(fig.data) == 3 and [a.text for a in fig.layout.annotations] == ["a (n=1)", "b (n=2)", "c (n=3)"]
     assert fig.data[0].x is None  # drawn at the input's size: plain pixel indices
+    # near-zero relevance is black: Streamlit drew the named scale's first stop "#000004" as purple
+    for trace in fig.data:
+        assert trace.colorscale[0][1] == "rgb(0, 0, 4)" and not any(c.startswith("#") for _, c in trace.colorscale)
     import pandas as pd
 
     df = pd.DataFrame({"class": ["a", "b"], "centre_share": [0.6, 0.1], "border_share": [0.1, 0.7]})

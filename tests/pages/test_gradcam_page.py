@@ -214,3 +214,21 @@ def test_pair_view_defaults_to_the_repair_target(demo_ws, demo_eval):
     assert mistakes["n"] > 0
     assert mistakes["centre_share"] < groups.set_index("group").loc["oval -> oval", "centre_share"]
     assert len(captions(at, "p(triangle)")) > 0  # the gallery of mistakes, most confident first
+
+
+def test_where_it_looks_draws_every_class_map_up_to_ten_classes(demo_eval):
+    """The demo's 10 classes: every class's mean map, no picker (past 10 classes: 5 maps and a
+    picker, tested at 100 classes in test_many_classes)."""
+    import json
+
+    from pages.widgets.gradcam import MEAN_MAPS_ALL
+
+    at = open_page()
+    at.session_state["gc_view"] = "Where it looks"
+    at.run()
+    assert not at.exception, at.exception
+    means = [c for c in at.get("plotly_chart") if "gc_class_means" in c.proto.id]
+    present = len(set(frame(at, "border_share_wrong")["class"]))
+    assert MEAN_MAPS_ALL == 10 and present == 10
+    assert len(json.loads(means[0].proto.spec)["data"]) == present
+    assert not [m for m in at.multiselect if m.key == "gc_mean_classes"]
