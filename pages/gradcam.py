@@ -89,7 +89,8 @@ with tabs["Object associations"]:
     st.caption(f"{len(shown)} (class, object) rows, {int((shown['count'] > 0).sum())} with an image at share ≥ "
                f"{threshold:.0%}"
                + ("" if show_trivial else f" ({int(ranked['trivial'].sum())} trivial rows hidden)") + ".")
-    st.dataframe(shown, hide_index=True, key="gc_table", column_config={
+    # excess is signed: -0.04 printed "-0.0"; rounded first (+ 0.0 turns -0.0 into 0.0)
+    st.dataframe(shown.assign(excess=shown["excess"].round(1) + 0.0), hide_index=True, key="gc_table", column_config={
         "rate": st.column_config.ProgressColumn("rate", format="%.3f", min_value=0.0, max_value=1.0),
         "share_mean": st.column_config.NumberColumn("share_mean", format="%.3f"),
         "n_pred": st.column_config.NumberColumn("n_pred", help="images predicted as the class"),

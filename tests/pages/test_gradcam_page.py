@@ -43,6 +43,11 @@ def test_table_gallery_and_threshold(demo_eval):
     table = frame(at, "share_mean")
     tri = table[table["class"] == "triangle"].sort_values("rate", ascending=False)
     assert tri.iloc[0]["object"] == "grass"
+    # excess is shown to one decimal without a "-0.0" (a small negative surprise is 0.0)
+    import numpy as np
+
+    excess = table["excess"].to_numpy(dtype=float)
+    assert np.allclose(excess, np.round(excess, 1)) and not (np.signbit(excess) & (excess == 0)).any()
     assert at.selectbox(key="gc_assoc").options  # associations above the threshold
     at.selectbox(key="gc_assoc").set_value(KEY).run()
     assert not at.exception, at.exception
