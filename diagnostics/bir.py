@@ -496,8 +496,10 @@ def select_causes(scores: np.ndarray, *, threshold: float = LOG_1_05, top_k: int
     return order[scores[order] > threshold].astype(np.int64)
 
 
-#: above this share of the train split, a threshold selection gets a warning (curated datasets
-#: rarely have more than a few percent wrong labels; CIFAR-10's train split is thought to have < 1 %)
+#: above this share of the train split, a threshold selection gets a warning. Measured label-error
+#: rates of public datasets are mostly a few percent (Northcutt et al. 2021, "Pervasive Label Errors
+#: in Test Sets": CIFAR-10 test 0.08 %, ImageNet validation 5.8 %, CIFAR-100 test 5.9 %, QuickDraw
+#: 10.1 %); a share above 10 % is more likely the threshold than the data
 MANY_FLAGGED = 0.10
 
 

@@ -285,6 +285,12 @@ def run(args: argparse.Namespace) -> dict:
         result["flip_auc"] = roc_auc(frame["score"].to_numpy(), flipped)
     result["text"] = (f"layers {found['chosen']}; {result['detrimental_count']} of {len(frame)} train samples "
                       f"detrimental; reserved set {found['reserved'].n}; wrote {out}")
+    warning = None if args.top_k else bir.selection_warning(result["detrimental_count"], len(frame),
+                                                            phi_loss=found["phi_loss"],
+                                                            theta_loss=found["initial_loss"])
+    if warning:  # the page's warning, with the CLI's option for top K
+        result["warning"] = warning
+        result["text"] += "\nwarning: " + warning.replace("pick *top K*", "pass --top-k")
     return result
 
 

@@ -378,3 +378,28 @@ def test_scores_rank_the_planted_flips_on_the_shapes_demo(demo_ws, demo_train):
     flipped = np.isin(demo_train.indices, demo_ws.planted["flipped_labels"])
     assert roc_auc(scores, flipped) > 0.8  # measured 0.836
     assert scores[flipped].mean() > 5 * scores[~flipped].mean()
+
+
+def test_cli_warns_when_the_threshold_flags_more_than_a_tenth(demo_eval, tmp_path, capsys):
+    """The command line says what the page says: the demo's log 1.05 flags about a quarter of its
+    train split (240 planted flips of 6,000), so the JSON carries the warning and the text points
+    to --top-k; a top-K selection gets none."""
+    import json
+
+    from diagnostics.__main__ import main
+    from workspace.cli import run_cli
+
+    def call(*extra, as_json=True):
+        code = run_cli(main, ["bir", "--workspace", "demo", *(["--json"] if as_json else []), *extra])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return json.loads(out.out) if as_json else out.out
+
+    got = call("--out", str(tmp_path / "a.csv"))
+    share = got["detrimental_count"] / 6000
+    assert ("warning" in got) == (share > bir.MANY_FLAGGED), (share, got.get("warning"))
+    assert share > bir.MANY_FLAGGED and got["warning"].startswith(f"{share:.0%} of the train split")
+    text = call("--out", str(tmp_path / "b.csv"), as_json=False)
+    assert "warning: " in text and "pass --top-k" in text and "*top K*" not in text
+    got = call("--out", str(tmp_path / "c.csv"), "--top-k", "240")
+    assert got["detrimental_count"] == 240 and "warning" not in got
