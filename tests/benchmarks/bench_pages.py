@@ -13,8 +13,9 @@ table is built before timing (its one-time cost is a row of its own).
   per page a click in the sidebar, then the same slider moved with the keyboard. Each is timed
   from the action until the page has stopped changing (no DOM mutation for 0.6 s; the time of the
   last mutation counts; changes inside a canvas, which nobody sees, do not, and the pointer moves
-  off what it clicked so that a button's tooltip is not timed), together with when the interaction's last websocket message arrived
-  (the server's part, delayed by a busy main thread) and how many messages and KB it sent, the
+  off what it clicked so that a button's tooltip is not timed), together with when the
+  interaction's last websocket message arrived (the server's part, delayed by a busy main
+  thread) and how many messages and KB it sent, the
   browser main thread's busy time (the sum of its long tasks, > 50 ms each, over the interaction),
   the page's DOM size and its height. Grad-CAM, whose slider needs object masks the fixture
   lacks, is timed switching a tab instead. Galleries are also timed turning a page (their

@@ -66,8 +66,8 @@ def test_image_grid_is_one_html_element_with_linked_captions(demo_ws):
         ws = open_workspace(spec)
         real = controls._load
         controls._load = lambda ws, split, index: None if index == 2 else real(ws, split, index)
-        controls.image_grid(ws, [("eval", 0, "**PIVOTAL** a → b"), ("train", 1, "x / y  \nd=0.50"), ("eval", 2, None)],
-                            width=84)
+        items = [("eval", 0, "**PIVOTAL** a → b"), ("train", 1, "x / y  \nd=0.50"), ("eval", 2, None)]
+        controls.image_grid(ws, items, width=84)
         controls._load = real
 
     at = AppTest.from_function(app, args=("demo",), default_timeout=120).run()
