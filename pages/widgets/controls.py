@@ -13,8 +13,9 @@
   captions link each image to the sample view (in a new tab): the browser's cost of a page grows
   with its number of elements, and :func:`pages.ui.thumbnails` spends a column, an image and a
   page link on every thumbnail (measured at 1,000 classes: a 64-thumbnail page went from ~3,300
-  DOM nodes to ~1,300). ``thumbnails`` stays where a link must open in the same tab (the Sample
-  page's neighbours: Streamlit's own navigation keeps the session; a plain link reloads the app).
+  DOM nodes to ~1,300). ``thumbnails`` (a page link per image, opening in the same tab, where
+  Streamlit's own navigation keeps the session) still draws the Sample page's neighbours, its
+  search results, and the short galleries of the BIR, Neurons and Repair pages.
 """
 
 from __future__ import annotations
