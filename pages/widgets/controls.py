@@ -125,20 +125,22 @@ _CELL = ('<figure style="display:inline-block;vertical-align:top;width:{width}px
 
 
 def thumbnail_uri(image: np.ndarray, width: int) -> str:
-    """(H, W, 3) uint8 -> a ``data:`` URI of the image at most twice ``width`` wide (sharp on a
-    HiDPI screen): PNG for small images, JPEG (quality 90) past 128 x 128 pixels."""
+    """(H, W, 3) uint8 -> a ``data:`` URI of the image at most ``width`` wide (as ``st.image``
+    resizes): PNG for small images (a 32 x 32 CIFAR image stays exact, ~2 KB), JPEG (quality 90)
+    for photos larger than 128 x 128 (a PNG thumbnail of a photo is ~4x the bytes, and a gallery's
+    thumbnails travel with every rerun of it)."""
     import base64
     import io
 
     from PIL import Image
 
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if img.width > 2 * width:
-        img = img.resize((2 * width, max(1, round(img.height * 2 * width / img.width))), Image.BILINEAR)
+    photo = img.width * img.height > 128 * 128
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))), Image.BILINEAR)
     buf = io.BytesIO()
-    small = img.width * img.height <= 128 * 128
-    img.save(buf, format="PNG" if small else "JPEG", **({} if small else {"quality": 90}))
-    return f"data:image/{'png' if small else 'jpeg'};base64,{base64.b64encode(buf.getvalue()).decode()}"
+    img.save(buf, format="JPEG" if photo else "PNG", **({"quality": 90} if photo else {}))
+    return f"data:image/{'jpeg' if photo else 'png'};base64,{base64.b64encode(buf.getvalue()).decode()}"
 
 
 def caption_html(text: str) -> str:

@@ -49,7 +49,9 @@ def test_thumbnails_are_inlined_small_and_captions_escaped():
     assert head == "data:image/png;base64" and img.size == (32, 32)      # small: lossless, as it is
     assert np.array_equal(np.asarray(img.convert("RGB")), small)
     head, img = decoded(thumbnail_uri(np.zeros((375, 500, 3), np.uint8), 84))
-    assert head == "data:image/jpeg;base64" and img.size == (168, 126)   # a photo: twice the width, aspect kept
+    assert head == "data:image/jpeg;base64" and img.size == (84, 63)     # a photo: the display width, aspect kept
+    head, img = decoded(thumbnail_uri(np.zeros((100, 100, 3), np.uint8), 84))
+    assert head == "data:image/png;base64" and img.size == (84, 84)      # small: PNG, at most the width
     assert caption_html("**PIVOTAL** <cat> → dog  \nd=0.12 & more") == \
         "<b>PIVOTAL</b> &lt;cat&gt; → dog<br>d=0.12 &amp; more"
 
