@@ -90,4 +90,7 @@ def run_page(page) -> None:
 
 page = st.navigation(PAGES)  # first: it also takes Streamlit out of its legacy pages/ mode
 sidebar()
-run_page(page)
+try:
+    run_page(page)
+finally:  # also when the page stops early (st.stop)
+    ui.freeze_startup_objects()  # once per process: the collection after every rerun then skips them
