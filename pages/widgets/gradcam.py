@@ -28,8 +28,10 @@ from workspace.targets import Target
 KIND = "association"
 VERDICTS = ("spurious", "legitimate", "unsure")
 CANCELLED = "gc_cancelled"
-SHARE_FORMAT = {c: st.column_config.NumberColumn(c, format="percent")
-                for c in ("centre_share", "border_share", "centre_share_wrong", "border_share_wrong")}
+SHARE_FORMAT = {c: st.column_config.NumberColumn(
+    c, format="percent", help="over the misclassified images only; None when the class has no misclassified "
+                              "image with positive relevance" if c.endswith("_wrong") else None)
+    for c in ("centre_share", "border_share", "centre_share_wrong", "border_share_wrong")}
 
 
 def gradcam(ws, split: str, version: str, target: str | None, outputs, *, stop: bool = True):
