@@ -99,9 +99,9 @@ with tab_diff:
     else:
         st.plotly_chart(comparison_heatmap(cmp, names, rows=shown, title="after − before (rates; green = better)"),
                         key="wos_diff_heatmap")
-    if not cmp.identical and len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
-        st.plotly_chart(matrix_overview(cmp.improvement, names, diverging=True, colorscale=BETTER_WORSE,
-                                        value_name="better ↑<br>worse ↓", title="after − before (green = better)"),
-                        key="wos_overview_chart")
+        if len(names) > w.HEATMAP_LIMIT and st.toggle(f"All {len(names):,} classes (overview)", key="wos_overview"):
+            overview = matrix_overview(cmp.improvement, names, diverging=True, colorscale=BETTER_WORSE,
+                                       value_name="better ↑<br>worse ↓", title="after − before (green = better)")
+            st.plotly_chart(overview, key="wos_overview_chart")
 with tab_changes:
     st.dataframe(what_if.changes(result, names), key="wos_changes", hide_index=True)

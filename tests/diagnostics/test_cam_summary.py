@@ -193,5 +193,6 @@ def test_mean_maps_of_large_inputs_are_drawn_small_in_input_pixels():
         x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
         assert len(x) == len(y) == 64
         np.testing.assert_allclose([x[0], x[-1]], [1.25, 221.75])  # cell centres: 3.5 input pixels per cell
-        assert "%{x:.0f}" in fig.data[0].hovertemplate or fig.data[0].hovertemplate.startswith("a<br>")
         assert np.asarray(fig.data[0].z).dtype == np.float64 and np.allclose(fig.data[0].z, np.round(fig.data[0].z, 3))
+    pair = pair_mean_figure(m, [1, 1, 1, 1], names=("a", "b"), input_size=(224, 224))
+    assert all(t.hovertemplate.startswith("x %{x:.0f}, y %{y:.0f}") for t in pair.data)  # input pixels, whole
